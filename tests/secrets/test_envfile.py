@@ -1,0 +1,40 @@
+import pytest
+
+from composeflux.secrets.envfile import parse_env_text
+
+
+def test_plain_comments_blank_lines_and_export():
+    text = "# comment\n; also a comment\n\n  A=1\nexport B = two words  \nC=\nD=x#not-a-comment\n"
+    assert parse_env_text(text, "t") == {"A": "1", "B": "two words", "C": "", "D": "x#not-a-comment"}
+
+
+def test_quotes_and_escapes():
+    text = "S='a \\ $b \"c\"'\nD=\"q\\\"x\\\\y\\$z\\`w\\n\"  # trailing comment\n"
+    assert parse_env_text(text, "t") == {"S": 'a \\ $b "c"', "D": 'q"x\\y$z`w\\n'}
+
+
+def test_multiline_quoted_value_and_continuation():
+    key = "-----BEGIN KEY-----\nabc\n-----END KEY-----\n"
+    text = f'KEY="{key}"\nJOINED="one \\\ntwo"\nAFTER=1\n'
+    assert parse_env_text(text, "t") == {"KEY": key, "JOINED": "one two", "AFTER": "1"}
+
+
+def test_last_assignment_wins_and_crlf():
+    assert parse_env_text("A=1\r\nA=2\r\n", "t") == {"A": "2"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("A=1\nhunter2\n", "t:2: expected KEY=VALUE"),
+        ("1A=hunter2\n", "t:1: invalid variable name '1A'"),
+        ("A-B=hunter2\n", "t:1: invalid variable name 'A-B'"),
+        ("A='hunter2\n", "t:1: unterminated ' quote"),
+        ('A="hunter2"x\n', "t:1: unexpected text after the closing quote"),
+    ],
+)
+def test_errors_name_the_line_not_the_value(text, message):
+    with pytest.raises(ValueError) as info:
+        parse_env_text(text, "t")
+    assert str(info.value).startswith(message)
+    assert "hunter2" not in str(info.value)
