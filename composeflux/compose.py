@@ -1,0 +1,92 @@
+"""The `docker compose` command line: the only place that decides Compose semantics.
+
+Every call gets an explicit, minimal environment: the interpolation variables composeflux wants
+the project to see (stack.yml envs + secrets) plus what the docker CLI needs to reach the engine.
+The host's own environment (HOME, USER, ...) must not leak into the stacks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from composeflux.errors import EngineError
+
+# What the docker CLI itself needs from our environment to find the engine and its plugins.
+PASSTHROUGH = ("PATH", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION")
+UNSET_VARIABLE = re.compile(r'The \\?"(\w+)\\?" variable is not set')
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Compose:
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        environ = os.environ if environ is None else environ
+        self.base_env = {key: environ[key] for key in PASSTHROUGH if key in environ}
+        docker = shutil.which("docker", path=self.base_env.get("PATH"))
+        if docker is None:
+            raise EngineError("the docker command was not found on PATH")
+        self.docker = docker
+        self._version: str | None = None
+
+    def version(self) -> str:
+        if self._version is None:
+            result = self._run(["version", "--short"], env={}, cwd=None, timeout=60)
+            if result.returncode != 0:
+                raise EngineError(f"`docker compose version` failed: {result.stderr.strip() or 'is the Compose v2 plugin installed?'}")
+            self._version = result.stdout.strip()
+            if not self._version.lstrip("v").startswith(tuple("23456789")):
+                raise EngineError(f"Docker Compose v2 or newer is required, found {self._version}")
+        return self._version
+
+    def config(self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str]) -> Result:
+        """Render the project to JSON (paths made absolute, variables interpolated, $ escaped as $$)."""
+        arguments = ["-p", project, "--project-directory", str(directory)]
+        for file in files:
+            arguments += ["-f", str(file)]
+        return self._run(arguments + ["config", "--format", "json"], env=env, cwd=directory, timeout=120)
+
+    def up(self, project: str, directory: Path, rendered: dict, env: Mapping[str, str], remove_orphans: bool, timeout: float) -> Result:
+        """Deploy a rendered project fed on stdin: nothing is written to disk, no value is an argument."""
+        arguments = ["-p", project, "--project-directory", str(directory), "-f", "-", "up", "--detach"]
+        if remove_orphans:
+            arguments.append("--remove-orphans")
+        return self._run(arguments, env=env, cwd=directory, timeout=timeout, stdin=json.dumps(rendered))
+
+    def down(self, project: str, timeout: float) -> Result:
+        """Remove a project's containers and networks; named volumes are kept."""
+        return self._run(["-p", project, "down", "--remove-orphans"], env={}, cwd=Path("/"), timeout=timeout)
+
+    def _run(self, arguments: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float, stdin: str | None = None) -> Result:
+        command = [self.docker, "compose", *arguments]
+        try:
+            completed = subprocess.run(
+                command,
+                input=stdin,
+                env={**env, **self.base_env},
+                cwd=cwd,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+        except subprocess.TimeoutExpired:
+            return Result(124, "", f"docker compose {arguments[-1]} did not finish within {timeout:.0f} s")
+        except OSError as exc:
+            raise EngineError(f"cannot run docker compose: {exc}") from None
+        return Result(completed.returncode, completed.stdout, completed.stderr)
+
+
+def unset_variables(stderr: str) -> list[str]:
+    """Variables Compose warned about ("... variable is not set. Defaulting to a blank string.")."""
+    return sorted(set(UNSET_VARIABLE.findall(stderr)))

@@ -1,0 +1,264 @@
+"""Configuration: merge every source, validate everything, before anything is touched.
+
+Sources, later ones win:
+    /etc/composeflux/composeflux.conf (or --config)  KEY=VALUE, systemd EnvironmentFile= syntax
+    the process environment                           only keys composeflux knows
+    $CREDENTIALS_DIRECTORY/<KEY>                      systemd LoadCredential=/LoadCredentialEncrypted=
+    command-line flags
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import re
+import urllib.parse
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from composeflux import secrets
+from composeflux.secrets.envfile import parse_env_text
+from composeflux.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_FILE = Path("/etc/composeflux/composeflux.conf")
+DEFAULT_STATE_DIR = Path("/var/lib/composeflux")
+DEFAULT_RUNTIME_DIR = Path("/run/composeflux")
+DEFAULT_KNOWN_HOSTS = Path("/etc/composeflux/known_hosts")
+
+CORE_KEYS = frozenset(
+    {
+        "GIT_REPO_URL",
+        "GIT_BRANCH",
+        "GIT_SSH_KEY_PATH",
+        "GIT_SSH_KNOWN_HOSTS",
+        "GIT_SSH_HOST_KEY_CHECKING",
+        "GIT_TOKEN",
+        "GIT_USERNAME",
+        "GIT_CLONE_PATH",
+        "STACK_PATH",
+        "CONFIG_FILE",
+        "REMOVE_ORPHANS",
+        "ALLOW_PRUNE_ALL",
+        "LOCK_TIMEOUT",
+        "DEPLOY_TIMEOUT",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "TRIGGER_DIR",
+    }
+)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+HOST_KEY_CHECKING = ("yes", "accept-new")
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+BRANCH_PATTERN = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    repo_url: str  # without credentials: safe to log and to store in .git/config
+    branch: str
+    stack_path: PurePosixPath  # relative to the repository root
+    clone_path: Path
+    stack_config_file: str  # stack.yml, relative to stack_path
+    ssh_key_path: Path | None
+    ssh_known_hosts: Path
+    ssh_host_key_checking: str
+    https_username: str | None
+    https_token: str | None = dataclasses.field(repr=False)
+    remove_orphans: bool
+    allow_prune_all: bool
+    lock_timeout: float
+    deploy_timeout: float
+    log_level: str
+    log_format: str
+    state_dir: Path
+    runtime_dir: Path
+    trigger_dir: Path | None
+    settings: Mapping[str, str] = dataclasses.field(repr=False)  # everything, for the secrets provider
+
+    @property
+    def instance_id(self) -> str:
+        """Identifies this repository + STACK_PATH, so instances sharing an engine never collide."""
+        digest = hashlib.sha256(f"{self.repo_url}\0{self.stack_path}".encode())
+        return digest.hexdigest()[:16]
+
+
+def known_keys() -> frozenset[str]:
+    return CORE_KEYS | secrets.all_keys()
+
+
+def load_settings(
+    config_file: Path | None,
+    environ: Mapping[str, str],
+    overrides: Mapping[str, str | None],
+) -> dict[str, str]:
+    """Merge the sources into one flat mapping of KEY -> value."""
+    keys = known_keys()
+    settings: dict[str, str] = {}
+
+    explicit_file = config_file is not None
+    path = config_file if explicit_file else DEFAULT_CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit_file:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        text = ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        from_file = parse_env_text(text, str(path))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for key in from_file:
+        if key not in keys:
+            log.warning("%s: unknown key %s ignored", path, key)
+    settings.update({k: v for k, v in from_file.items() if k in keys})
+
+    settings.update({k: v for k, v in environ.items() if k in keys})
+
+    credentials_dir = environ.get("CREDENTIALS_DIRECTORY")
+    if credentials_dir:
+        for key in keys:
+            credential = Path(credentials_dir, key)
+            if credential.is_file():
+                settings[key] = credential.read_text(encoding="utf-8").rstrip("\n")
+
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    return settings
+
+
+def _bool(settings: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = settings.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+
+
+def _seconds(settings: Mapping[str, str], key: str, default: float) -> float:
+    raw = settings.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{key}: must not be negative")
+    return value
+
+
+def _choice(settings: Mapping[str, str], key: str, choices: tuple[str, ...], default: str) -> str:
+    raw = settings.get(key, "").strip() or default
+    for choice in choices:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {raw!r}")
+
+
+def _split_credentials(url: str) -> tuple[str, str | None, str | None]:
+    """Return the URL without user:password@, plus the user and password it carried."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return clean, urllib.parse.unquote(user) or None, urllib.parse.unquote(password) or None
+
+
+def _repo_url(settings: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    raw = settings.get("GIT_REPO_URL", "").strip()
+    if not raw:
+        raise ConfigError("GIT_REPO_URL: required (the Git repository holding the stacks)")
+    if raw.startswith("-") or any(c.isspace() for c in raw):
+        raise ConfigError("GIT_REPO_URL: not a valid repository URL or path")
+    return _split_credentials(raw)
+
+
+def _stack_path(settings: Mapping[str, str]) -> PurePosixPath:
+    raw = settings.get("STACK_PATH", "").strip()
+    if not raw:
+        raise ConfigError("STACK_PATH: required (the directory in the repository that holds the stacks; '.' for the root)")
+    path = PurePosixPath(raw.strip("/") or ".")
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(f"STACK_PATH: must be a path inside the repository, got {raw!r}")
+    return path
+
+
+def _state_dir(environ: Mapping[str, str]) -> Path:
+    # systemd's StateDirectory= sets a colon-separated list; the first entry is ours.
+    raw = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(raw) if raw else DEFAULT_STATE_DIR
+
+
+def _runtime_dir(environ: Mapping[str, str]) -> Path:
+    raw = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return Path(raw) if raw else DEFAULT_RUNTIME_DIR
+
+
+def load(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str | None] | None = None,
+) -> Config:
+    environ = os.environ if environ is None else environ
+    settings = load_settings(config_file, environ, overrides or {})
+
+    repo_url, url_user, url_password = _repo_url(settings)
+    branch = settings.get("GIT_BRANCH", "").strip() or "main"
+    if not BRANCH_PATTERN.match(branch):
+        raise ConfigError(f"GIT_BRANCH: not a valid branch name: {branch!r}")
+
+    ssh_key = settings.get("GIT_SSH_KEY_PATH", "").strip()
+    if ssh_key and not Path(ssh_key).is_file() and not settings.get("GIT_DEPLOY_KEY_SECRET_REF"):
+        raise ConfigError(f"GIT_SSH_KEY_PATH: {ssh_key} is not a readable file")
+
+    state_dir = _state_dir(environ)
+    clone_raw = settings.get("GIT_CLONE_PATH", "").strip()
+    clone_path = Path(clone_raw) if clone_raw else state_dir / "repo"
+    if not clone_path.is_absolute():
+        raise ConfigError(f"GIT_CLONE_PATH: must be an absolute path, got {clone_raw!r}")
+
+    stack_config_file = settings.get("CONFIG_FILE", "").strip() or "stack.yml"
+    if PurePosixPath(stack_config_file).is_absolute() or ".." in PurePosixPath(stack_config_file).parts:
+        raise ConfigError(f"CONFIG_FILE: must be a file name relative to STACK_PATH, got {stack_config_file!r}")
+
+    token = settings.get("GIT_TOKEN", "").strip() or url_password
+    trigger_raw = settings.get("TRIGGER_DIR", "").strip()
+
+    config = Config(
+        repo_url=repo_url,
+        branch=branch,
+        stack_path=_stack_path(settings),
+        clone_path=clone_path,
+        stack_config_file=stack_config_file,
+        ssh_key_path=Path(ssh_key) if ssh_key else None,
+        ssh_known_hosts=Path(settings.get("GIT_SSH_KNOWN_HOSTS", "").strip() or DEFAULT_KNOWN_HOSTS),
+        ssh_host_key_checking=_choice(settings, "GIT_SSH_HOST_KEY_CHECKING", HOST_KEY_CHECKING, "yes"),
+        https_username=settings.get("GIT_USERNAME", "").strip() or url_user,
+        https_token=token or None,
+        remove_orphans=_bool(settings, "REMOVE_ORPHANS", True),
+        allow_prune_all=_bool(settings, "ALLOW_PRUNE_ALL", False),
+        lock_timeout=_seconds(settings, "LOCK_TIMEOUT", 600.0),
+        deploy_timeout=_seconds(settings, "DEPLOY_TIMEOUT", 600.0),
+        log_level=_choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
+        log_format=_choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
+        state_dir=state_dir,
+        runtime_dir=_runtime_dir(environ),
+        trigger_dir=Path(trigger_raw) if trigger_raw else None,
+        settings=settings,
+    )
+    # Validate the secrets provider's settings now too, before anything is touched.
+    secrets.provider_from_settings(settings)
+    return config

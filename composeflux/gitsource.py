@@ -1,0 +1,218 @@
+"""The Git source: make the local clone equal to the remote branch, whatever state it was in.
+
+Clone on first run (into a temporary directory, renamed into place, so a half-written clone is
+never used). Afterwards fetch with a forced refspec, hard-reset and clean, so force pushes and
+branch changes converge. A clone whose .git is broken is re-initialised in place; the working
+tree is kept so that data a container has bind-mounted from it is never deleted.
+
+Credentials never reach .git/config, process arguments or logs: the HTTPS token is handed to git
+through GIT_CONFIG_* environment variables, the SSH key through GIT_SSH_COMMAND.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import os
+import shlex
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import git
+
+from composeflux.config import Config
+from composeflux.errors import GitSourceError
+
+log = logging.getLogger(__name__)
+
+# A hung remote must not block every later sync (systemd would also stop us, but later).
+GIT_NETWORK_TIMEOUT = 300
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkout:
+    path: Path
+    commit: str
+    subject: str
+    object_ids: dict[str, str]  # repository-relative path -> Git blob/tree id at HEAD
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:12]
+
+
+def git_environment(config: Config, ssh_key: Path | None) -> dict[str, str]:
+    """Environment for every git child process (on top of the inherited one)."""
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",  # fail instead of waiting for a password nobody will type
+        "GIT_ASKPASS": "",
+        "SSH_ASKPASS": "",
+        "GIT_LFS_SKIP_SMUDGE": "1",
+    }
+    ssh = [
+        "ssh",
+        "-o", "BatchMode=yes",
+        "-o", "ConnectTimeout=20",
+        "-o", f"StrictHostKeyChecking={config.ssh_host_key_checking}",
+        "-o", f"UserKnownHostsFile={config.ssh_known_hosts}",
+    ]  # fmt: skip
+    if ssh_key is not None:
+        ssh += ["-o", "IdentitiesOnly=yes", "-i", str(ssh_key)]
+    env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+
+    config_pairs = [("http.lowSpeedLimit", "1000"), ("http.lowSpeedTime", "30")]
+    if config.https_token:
+        user = config.https_username or "x-access-token"
+        basic = base64.b64encode(f"{user}:{config.https_token}".encode()).decode()
+        config_pairs.append(("http.extraHeader", f"Authorization: Basic {basic}"))
+    env["GIT_CONFIG_COUNT"] = str(len(config_pairs))
+    for index, (key, value) in enumerate(config_pairs):
+        env[f"GIT_CONFIG_KEY_{index}"] = key
+        env[f"GIT_CONFIG_VALUE_{index}"] = value
+    return env
+
+
+def _first_line(exc: git.GitCommandError, config: Config) -> str:
+    """The useful part of git's stderr, with any credential scrubbed."""
+    text = (exc.stderr or str(exc)).strip().replace("stderr: ", "")
+    lines = [line.strip(" '") for line in text.splitlines() if line.strip(" '")]
+    message = "; ".join(lines[-3:]) or f"git exited with status {exc.status}"
+    if config.https_token:
+        message = message.replace(config.https_token, "***")
+    return message
+
+
+class GitSource:
+    def __init__(self, config: Config, ssh_key: Path | None):
+        self.config = config
+        self.env = git_environment(config, ssh_key)
+        self.refspec = f"+refs/heads/{config.branch}:refs/remotes/origin/{config.branch}"
+
+    def sync(self, protect: Iterable[Path] = ()) -> Checkout:
+        """Bring the clone to origin/<branch> and return what is checked out.
+
+        `protect`: absolute paths inside the clone that must survive `git clean`
+        (bind-mount sources of running containers).
+        """
+        path = self.config.clone_path
+        if not (path / ".git").exists():
+            if path.exists() and any(path.iterdir()):
+                raise GitSourceError(
+                    f"GIT_CLONE_PATH {path} exists, is not empty and is not a composeflux clone; "
+                    "move it away or choose another GIT_CLONE_PATH"
+                )
+            return self._clone()
+        try:
+            return self._update(git.Repo(path), protect)
+        except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
+            # Either the remote is unreachable (then nothing must change) or our clone is broken.
+            self._check_remote()
+            log.warning("The clone at %s could not be updated (%s); re-initialising it", path, _describe(exc, self.config))
+            return self._reinitialise(protect)
+
+    def _clone(self) -> Checkout:
+        path = self.config.clone_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.clone-", dir=path.parent))
+        try:
+            log.info("Cloning %s (branch %s)", self.config.repo_url, self.config.branch)
+            git.Repo.clone_from(
+                self.config.repo_url,
+                temporary,
+                branch=self.config.branch,
+                env=self.env,
+                kill_after_timeout=GIT_NETWORK_TIMEOUT,
+            )
+            if path.exists():
+                path.rmdir()  # empty, checked by the caller
+            temporary.rename(path)
+        except git.GitCommandError as exc:
+            raise GitSourceError(
+                f"cannot clone branch {self.config.branch} of {self.config.repo_url}: {_first_line(exc, self.config)}"
+            ) from None
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+        return self._describe_head(git.Repo(path))
+
+    def _update(self, repo: git.Repo, protect: Iterable[Path]) -> Checkout:
+        with repo.git.custom_environment(**self.env):
+            if repo.git.remote().split() != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
+                self._reset_remote(repo)
+            repo.git.fetch("--prune", "--no-tags", "origin", self.refspec, kill_after_timeout=GIT_NETWORK_TIMEOUT)
+            repo.git.reset("--hard", f"refs/remotes/origin/{self.config.branch}")
+            repo.git.clean("-ffd", *self._exclusions(protect))
+            return self._describe_head(repo)
+
+    def _reset_remote(self, repo: git.Repo) -> None:
+        for remote in repo.git.remote().split():
+            repo.git.remote("remove", remote)
+        repo.git.remote("add", "origin", self.config.repo_url)
+
+    def _check_remote(self) -> None:
+        """Raise GitSourceError unless the remote answers and has our branch."""
+        try:
+            heads = git.Git().execute(
+                ["git", "ls-remote", "--heads", self.config.repo_url, f"refs/heads/{self.config.branch}"],
+                env={**os.environ, **self.env},
+                kill_after_timeout=GIT_NETWORK_TIMEOUT,
+            )
+        except git.GitCommandError as exc:
+            raise GitSourceError(
+                f"cannot fetch branch {self.config.branch} of {self.config.repo_url}: {_first_line(exc, self.config)}"
+            ) from None
+        if not heads.strip():
+            raise GitSourceError(f"branch {self.config.branch} not found in {self.config.repo_url}")
+
+    def _reinitialise(self, protect: Iterable[Path]) -> Checkout:
+        """Throw away a broken .git and rebuild it in place; the working tree stays."""
+        path = self.config.clone_path
+        shutil.rmtree(path / ".git")
+        repo = git.Repo.init(path)
+        try:
+            with repo.git.custom_environment(**self.env):
+                repo.git.remote("add", "origin", self.config.repo_url)
+            return self._update(repo, protect)
+        except git.GitCommandError as exc:
+            raise GitSourceError(f"cannot rebuild the clone at {path}: {_first_line(exc, self.config)}") from None
+
+    def _exclusions(self, protect: Iterable[Path]) -> list[str]:
+        root = self.config.clone_path.resolve()
+        arguments = []
+        for protected in protect:
+            try:
+                relative = Path(protected).resolve().relative_to(root)
+            except ValueError:
+                continue
+            if relative.parts and relative.parts[0] != ".git":
+                arguments += ["-e", f"/{relative.as_posix()}"]
+        return arguments
+
+    def _describe_head(self, repo: git.Repo) -> Checkout:
+        head = repo.head.commit
+        return Checkout(
+            path=Path(repo.working_tree_dir),
+            commit=head.hexsha,
+            subject=head.summary if isinstance(head.summary, str) else head.summary.decode(errors="replace"),
+            object_ids=_object_ids(repo),
+        )
+
+
+def _object_ids(repo: git.Repo) -> dict[str, str]:
+    """Every tracked path (files and directories) at HEAD with its Git object id: a free content hash."""
+    listing = repo.git.ls_tree("-r", "-t", "-z", "--full-tree", "HEAD")
+    ids: dict[str, str] = {}
+    for entry in listing.split("\0"):
+        if entry:
+            meta, _, name = entry.partition("\t")
+            ids[name] = meta.split()[2]
+    ids["."] = repo.head.commit.tree.hexsha
+    return ids
+
+
+def _describe(exc: Exception, config: Config) -> str:
+    if isinstance(exc, git.GitCommandError):
+        return _first_line(exc, config)
+    return f"{type(exc).__name__}: {exc}"

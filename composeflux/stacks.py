@@ -1,0 +1,165 @@
+"""Stack discovery: which Compose projects the checkout describes, and the shared stack.yml.
+
+Layout (see composeflux-stack.yml(5)):
+
+    <STACK_PATH>/stack.yml         optional: startup_order and shared envs
+    <STACK_PATH>/<name>/compose.yaml   one directory per stack, one level deep
+
+A stack whose directory is unusable (bad name, no compose file, a symlink leading out of the
+checkout) becomes a StackError for that stack only; the others carry on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import yaml
+
+from composeflux.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# In Compose's order of preference; the override file goes with the main file's spelling.
+COMPOSE_FILES = (
+    ("compose.yaml", "compose.override.yaml"),
+    ("compose.yml", "compose.override.yml"),
+    ("docker-compose.yaml", "docker-compose.override.yaml"),
+    ("docker-compose.yml", "docker-compose.override.yml"),
+)
+
+# Compose's own rule for project names.
+PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+VARIABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Stack:
+    name: str
+    directory: Path
+    compose_files: tuple[Path, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class StackError:
+    name: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class StackConfig:
+    """The contents of stack.yml."""
+
+    startup_order: tuple[str, ...] = ()
+    envs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+    stacks: list[Stack]
+    errors: list[StackError]
+    stack_config: StackConfig
+
+    def ordered(self) -> list[Stack]:
+        """startup_order first, in that order, then the rest by name."""
+        by_name = {stack.name: stack for stack in self.stacks}
+        first = [by_name[name] for name in self.stack_config.startup_order if name in by_name]
+        rest = sorted((s for s in self.stacks if s.name not in self.stack_config.startup_order), key=lambda s: s.name)
+        return first + rest
+
+
+def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discovery:
+    """Find the stacks under checkout/stack_path. Raises ConfigError for a broken stack.yml."""
+    root = (checkout / stack_path)
+    stack_config = load_stack_config(root / config_file_name)
+    stacks: list[Stack] = []
+    errors: list[StackError] = []
+    checkout_real = checkout.resolve()
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        found = _stack_from_directory(entry, checkout_real)
+        (errors if isinstance(found, StackError) else stacks).append(found)
+
+    known = {s.name for s in stacks} | {e.name for e in errors}
+    for name in stack_config.startup_order:
+        if name not in known:
+            log.warning("%s: startup_order names %r, but there is no such stack directory", config_file_name, name)
+    return Discovery(stacks=stacks, errors=errors, stack_config=stack_config)
+
+
+def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackError:
+    name = directory.name
+    real = directory.resolve()
+    if not real.is_relative_to(checkout_real):
+        return StackError(name, f"{directory.name} is a symlink leading outside the checkout")
+    if not PROJECT_NAME.match(name):
+        return StackError(
+            name,
+            f"directory name {name!r} is not a valid Compose project name "
+            "(lowercase letters, digits, '-' and '_', starting with a letter or digit)",
+        )
+    for main, override in COMPOSE_FILES:
+        if (directory / main).is_file():
+            files = [directory / main]
+            if (directory / override).is_file():
+                files.append(directory / override)
+            for file in files:
+                if not file.resolve().is_relative_to(checkout_real):
+                    return StackError(name, f"{file.name} is a symlink leading outside the checkout")
+            return Stack(name=name, directory=directory, compose_files=tuple(files))
+    return StackError(name, "no compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml")
+
+
+def load_stack_config(path: Path) -> StackConfig:
+    if not path.exists():
+        return StackConfig()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path.name}: cannot read: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    if document is None:
+        return StackConfig()
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path.name}: expected a mapping with startup_order and/or envs")
+    unknown = set(document) - {"startup_order", "envs"}
+    if unknown:
+        raise ConfigError(f"{path.name}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: startup_order, envs)")
+    return StackConfig(
+        startup_order=_startup_order(path.name, document.get("startup_order")),
+        envs=_envs(path.name, document.get("envs")),
+    )
+
+
+def _startup_order(file: str, value) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{file}: startup_order: expected a list of stack names")
+    duplicates = sorted({item for item in value if value.count(item) > 1})
+    if duplicates:
+        raise ConfigError(f"{file}: startup_order: {', '.join(duplicates)} listed more than once")
+    return tuple(value)
+
+
+def _envs(file: str, value) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{file}: envs: expected a mapping of VARIABLE: value")
+    envs = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not VARIABLE_NAME.match(key):
+            raise ConfigError(f"{file}: envs: {key!r} is not a valid variable name")
+        if isinstance(item, bool):
+            item = "true" if item else "false"  # YAML's yes/true, as Compose users expect to see it
+        if item is None:
+            item = ""
+        if not isinstance(item, (str, int, float)):
+            raise ConfigError(f"{file}: envs.{key}: expected a string or number")
+        envs[key] = str(item)
+    return envs
