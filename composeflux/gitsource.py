@@ -193,7 +193,7 @@ class GitSource:
     def _describe_head(self, repo: git.Repo) -> Checkout:
         head = repo.head.commit
         return Checkout(
-            path=Path(repo.working_tree_dir),
+            path=Path(repo.working_tree_dir).resolve(),
             commit=head.hexsha,
             subject=head.summary if isinstance(head.summary, str) else head.summary.decode(errors="replace"),
             object_ids=_object_ids(repo),

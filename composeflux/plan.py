@@ -1,0 +1,107 @@
+"""The plan: desired state (from Git) against what the engine runs, as a plain value.
+
+No I/O here: the plan is computed from rendered hashes and the engine's container labels, so
+it can be tested without Docker, printed by --dry-run, and then applied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+from composeflux.engine import DeployedStack
+from composeflux.errors import UnsafePruneError
+from composeflux.render import RenderedStack
+
+
+class Action(str, enum.Enum):
+    DEPLOY = "deploy"
+    UNCHANGED = "unchanged"
+    PRUNE = "prune"
+    FAILED = "failed"
+    KEEP = "keep"  # deleted from Git, but REMOVE_ORPHANS=false
+
+
+@dataclasses.dataclass(frozen=True)
+class StackPlan:
+    name: str
+    action: Action
+    reason: str = ""
+    stack_hash: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    stacks: tuple[StackPlan, ...]
+
+    def with_action(self, action: Action) -> list[StackPlan]:
+        return [stack for stack in self.stacks if stack.action is action]
+
+    def lines(self) -> list[str]:
+        width = max((len(stack.name) for stack in self.stacks), default=0)
+        lines = []
+        for stack in self.stacks:
+            digest = (stack.stack_hash or "")[:12]
+            lines.append(f"{stack.action.value:<9}  {stack.name:<{width}}  {digest:<12}  {stack.reason}".rstrip())
+        return lines
+
+
+def make_plan(
+    desired: list[tuple[str, RenderedStack | str]],
+    deployed: dict[str, DeployedStack],
+    others: dict[str, str],
+    in_git: set[str],
+    remove_orphans: bool,
+    allow_prune_all: bool,
+) -> Plan:
+    """desired: (name, rendered stack or error message) in deploy order.
+    in_git: every stack directory name found, including the ones that failed.
+    others: Compose projects on the engine that this instance did not deploy -> owner."""
+    stacks = []
+    for name, rendered in desired:
+        if isinstance(rendered, str):
+            stacks.append(StackPlan(name, Action.FAILED, rendered))
+        elif name in others:
+            stacks.append(StackPlan(name, Action.FAILED, f"a Compose project {name!r} already exists, {others[name]}; "
+                                    "remove it or rename the stack directory", rendered.stack_hash))
+        else:
+            reason = compare(rendered, deployed.get(name), remove_orphans)
+            action = Action.DEPLOY if reason else Action.UNCHANGED
+            stacks.append(StackPlan(name, action, reason, rendered.stack_hash))
+
+    gone = sorted(set(deployed) - in_git)
+    if gone and not in_git and not allow_prune_all:
+        raise UnsafePruneError(
+            f"no stacks were found in Git, but {len(gone)} are deployed ({', '.join(gone)}); refusing to remove them all. "
+            "If that is really intended, run `composeflux sync --allow-prune-all` (or set ALLOW_PRUNE_ALL=true once)"
+        )
+    for name in gone:
+        if remove_orphans:
+            stacks.append(StackPlan(name, Action.PRUNE, "deleted from Git"))
+        else:
+            stacks.append(StackPlan(name, Action.KEEP, "deleted from Git; kept because REMOVE_ORPHANS=false"))
+    return Plan(tuple(stacks))
+
+
+def compare(rendered: RenderedStack, deployed: DeployedStack | None, remove_orphans: bool) -> str:
+    """Why the stack must be deployed, or "" when the engine already runs exactly this."""
+    if deployed is None:
+        return "new"
+    running = deployed.services()
+    changed = sorted(
+        service
+        for service, digest in rendered.service_hashes.items()
+        if service in running and any(c.service_hash != digest for c in running[service])
+    )
+    if changed:
+        return f"hash changed (services: {', '.join(changed)})"
+    missing = sorted(set(rendered.service_hashes) - set(running))
+    if missing:
+        return f"missing from Docker (services: {', '.join(missing)})"
+    down = sorted(s for s in rendered.service_hashes if not all(c.is_up for c in running[s]))
+    if down:
+        return f"not running (services: {', '.join(down)})"
+    removed = sorted(set(running) - set(rendered.service_hashes))
+    if removed and remove_orphans:
+        return f"services removed from Git: {', '.join(removed)}"
+    return ""

@@ -1,0 +1,170 @@
+"""Render a stack with Docker Compose and hash what would be deployed.
+
+`docker compose config` decides every Compose semantic (include, extends, env_file, profiles,
+interpolation, .env). We hash its output together with the content of the local files the
+project references (bind-mount sources, build contexts, configs/secrets files inside the
+checkout), so that editing a mounted config file redeploys its stack.
+
+Hashes are HMAC-SHA256 with a random per-host key (state dir, mode 0600): the rendered project
+contains secret values, and a plain hash in a container label would let anyone who can read
+labels test guesses of those values.
+
+Each service also gets its own hash, covering only what that service's containers depend on,
+so that Compose recreates just the services that changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import secrets as random
+from collections.abc import Mapping
+from pathlib import Path
+
+from composeflux import __version__
+from composeflux.compose import Compose, unset_variables
+from composeflux.gitsource import Checkout
+from composeflux.stacks import Stack
+
+HASH_KEY_FILE = "hash.key"
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedStack:
+    name: str
+    stack_hash: str
+    service_hashes: dict[str, str]
+    # The rendered project holds secret values: kept in memory only, never logged or written.
+    project: dict | None = dataclasses.field(default=None, repr=False)
+    # Paths whose content the render and hash depend on, beyond the stack's own directory.
+    dependencies: tuple[str, ...] = ()
+
+
+class RenderError(Exception):
+    """This stack cannot be rendered; the message is safe to log (values already masked)."""
+
+
+def load_hash_key(state_dir: Path) -> bytes:
+    """The per-host HMAC key, created on first use."""
+    path = state_dir / HASH_KEY_FILE
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    state_dir.mkdir(parents=True, exist_ok=True)
+    key = random.token_bytes(32)
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    os.replace(temporary, path)
+    return key
+
+
+def canonical(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class Renderer:
+    def __init__(self, compose: Compose, checkout: Checkout, hash_key: bytes, interpolation_env: Mapping[str, str], mask):
+        self.compose = compose
+        self.checkout = checkout
+        self.root = checkout.path.resolve()
+        self.hash_key = hash_key
+        self.env = dict(interpolation_env)
+        self.mask = mask
+
+    def hmac(self, purpose: str, value) -> str:
+        return hmac.new(self.hash_key, purpose.encode() + b"\0" + canonical(value), hashlib.sha256).hexdigest()
+
+    # -- rendering -----------------------------------------------------------------------------
+
+    def render(self, stack: Stack) -> RenderedStack:
+        result = self.compose.config(stack.name, stack.directory, stack.compose_files, self.env)
+        if result.returncode != 0:
+            raise RenderError(f"docker compose config failed: {self.mask(_compose_error(result.stderr))}")
+        missing = unset_variables(result.stderr)
+        if missing:
+            raise RenderError(
+                f"variable(s) {', '.join(missing)} used without a value or default "
+                "(define them in stack.yml envs, the secrets provider or the stack's .env)"
+            )
+        try:
+            project = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            raise RenderError("docker compose config did not print a JSON project") from None
+        return self._hash(stack, project)
+
+    def _hash(self, stack: Stack, project: dict) -> RenderedStack:
+        services = project.get("services") or {}
+        service_hashes = {}
+        all_files: dict[str, str] = {}
+        for name, service in services.items():
+            files = self._service_files(project, service)
+            all_files.update(files)
+            service_hashes[name] = self.hmac(
+                "service",
+                {"service": service, "files": files, "resources": _service_resources(project, service)},
+            )
+        stack_hash = self.hmac("stack", {"project": project, "files": all_files})
+        stack_dir = self.relative_path(stack.directory)
+        dependencies = sorted(path for path in all_files if not _inside(path, stack_dir))
+        return RenderedStack(stack.name, stack_hash, service_hashes, project, tuple(dependencies))
+
+    def _service_files(self, project: dict, service: dict) -> dict[str, str]:
+        """Checkout-relative path -> content id of the tracked local files this service uses."""
+        paths = []
+        for volume in service.get("volumes") or []:
+            if isinstance(volume, dict) and volume.get("type") == "bind" and volume.get("source"):
+                paths.append(volume["source"])
+        build = service.get("build")
+        if isinstance(build, dict) and build.get("context"):
+            paths.append(build["context"])
+        for kind in ("configs", "secrets"):
+            definitions = project.get(kind) or {}
+            for reference in service.get(kind) or []:
+                name = reference.get("source") if isinstance(reference, dict) else reference
+                file = (definitions.get(name) or {}).get("file")
+                if file:
+                    paths.append(file)
+        files = {}
+        for path in paths:
+            relative = self.relative_path(Path(path))
+            # Untracked paths (runtime data a container writes into the checkout) are not hashed:
+            # they would redeploy the stack on every sync.
+            if relative is not None and relative in self.checkout.object_ids:
+                files[relative] = self.checkout.object_ids[relative]
+        return files
+
+    def relative_path(self, path: Path) -> str | None:
+        try:
+            relative = Path(os.path.normpath(path)).relative_to(self.root)
+        except ValueError:
+            return None
+        return relative.as_posix() if relative.parts else "."
+
+
+def _inside(path: str, directory: str | None) -> bool:
+    return directory is not None and (directory == "." or path == directory or path.startswith(directory + "/"))
+
+
+def _service_resources(project: dict, service: dict) -> dict:
+    """The top-level networks, volumes, configs and secrets this service refers to."""
+    used = {
+        "networks": list(service.get("networks") or {}),
+        "volumes": [v.get("source") for v in service.get("volumes") or [] if isinstance(v, dict) and v.get("type") == "volume"],
+        "configs": [c.get("source") if isinstance(c, dict) else c for c in service.get("configs") or []],
+        "secrets": [s.get("source") if isinstance(s, dict) else s for s in service.get("secrets") or []],
+    }
+    return {
+        kind: {name: (project.get(kind) or {}).get(name) for name in names if name}
+        for kind, names in used.items()
+    }
+
+
+def _compose_error(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and "level=warning" not in line]
+    return "; ".join(lines[-5:]) or "no error message"

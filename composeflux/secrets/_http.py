@@ -1,0 +1,147 @@
+"""The small HTTPS client the Infisical and Bitwarden providers share.
+
+Every failure becomes a SecretsError that names the provider and says why, without the
+request's credentials or the response's values, and without exception chaining (a requests
+exception can carry the request, headers included).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import urllib.parse
+from collections.abc import Iterable, Mapping
+
+import requests
+
+from composeflux.errors import ConfigError, SecretsError
+
+DEFAULT_TIMEOUT = 10.0  # seconds, per connection attempt and per read
+MAX_SERVER_MESSAGE = 200  # characters of a server's error message worth quoting
+
+
+def check_base_url(key: str, url: str) -> str:
+    """Validate a service URL from the settings; return it without a trailing slash.
+
+    https is required, except for loopback addresses (nothing crosses a network there).
+    """
+    parsed = urllib.parse.urlsplit(url.strip())
+    if parsed.scheme not in ("https", "http") or not parsed.hostname:
+        raise ConfigError(f"{key}: expected an https:// URL, got {url!r}")
+    if parsed.username or parsed.password or parsed.query or parsed.fragment:
+        raise ConfigError(f"{key}: the URL must not contain credentials, a query or a fragment")
+    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+        raise ConfigError(f"{key}: plain http is only allowed to localhost; use https://")
+    return url.strip().rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def connection_settings(settings: Mapping[str, str]) -> tuple[float, str | bool]:
+    """(timeout, requests' verify=) from SECRETS_TIMEOUT and SECRETS_CA_BUNDLE."""
+    raw_timeout = settings.get("SECRETS_TIMEOUT", "").strip()
+    timeout = DEFAULT_TIMEOUT
+    if raw_timeout:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            raise ConfigError(f"SECRETS_TIMEOUT: expected seconds, got {raw_timeout!r}") from None
+        if not 0 < timeout <= 300:
+            raise ConfigError("SECRETS_TIMEOUT: must be more than 0 and at most 300 seconds")
+    ca_bundle = settings.get("SECRETS_CA_BUNDLE", "").strip()
+    if ca_bundle and not os.path.isfile(ca_bundle):
+        raise ConfigError(f"SECRETS_CA_BUNDLE: {ca_bundle} is not a file")
+    return timeout, (ca_bundle or True)
+
+
+class HttpClient:
+    """requests.Session wrapper: bounded timeouts, verification on, no redirects, no leaks."""
+
+    def __init__(self, provider: str, timeout: float, verify: str | bool, user_agent: str):
+        self.provider = provider
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.headers["User-Agent"] = user_agent
+        # Strings that must never appear in an error message (tokens, client secrets).
+        self.sensitive: set[str] = set()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:
+        """Send one request; transport failures become SecretsError mentioning `what`."""
+        try:
+            response = self.session.request(
+                method, url, timeout=self.timeout, allow_redirects=False, **kwargs
+            )
+        except requests.exceptions.SSLError:
+            raise self.error(
+                f"{what}: TLS verification of {_origin(url)} failed "
+                "(for a private CA, set SECRETS_CA_BUNDLE)"
+            ) from None
+        except requests.exceptions.Timeout:
+            raise self.error(f"{what}: no answer from {_origin(url)} within {self.timeout:g} s") from None
+        except requests.exceptions.ConnectionError:
+            raise self.error(f"{what}: cannot connect to {_origin(url)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise self.error(f"{what}: request to {_origin(url)} failed ({type(exc).__name__})") from None
+        if response.is_redirect:
+            raise self.error(
+                f"{what}: {_origin(url)} answered with a redirect (HTTP {response.status_code}); "
+                "configure the final URL"
+            )
+        return response
+
+    def json(self, response: requests.Response, what: str) -> dict:
+        """The JSON object in a successful response, or a SecretsError describing the failure."""
+        if response.status_code >= 400:
+            raise self.error(f"{what}: HTTP {response.status_code}{self.server_message(response)}")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise self.error(f"{what}: the server's answer is not a JSON object")
+        return body
+
+    def server_message(self, response: requests.Response) -> str:
+        """': <error>: <message>' from a JSON error body, shortened and scrubbed, or ''."""
+        try:
+            body = response.json()
+        except ValueError:
+            return ""
+        if not isinstance(body, dict):
+            return ""
+        parts = [
+            str(body[field])
+            for field in ("error", "message", "error_description")
+            if isinstance(body.get(field), (str, int)) and body.get(field) != ""
+        ]
+        if not parts:
+            return ""
+        text = self.scrub(": ".join(parts))
+        if len(text) > MAX_SERVER_MESSAGE:
+            text = text[:MAX_SERVER_MESSAGE] + "..."
+        return ": " + text
+
+    def scrub(self, text: str, more: Iterable[str] = ()) -> str:
+        for secret in sorted({*self.sensitive, *more}, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def error(self, message: str) -> SecretsError:
+        return SecretsError(f"{self.provider}: {self.scrub(message)}")
+
+
+def _origin(url: str) -> str:
+    parsed = urllib.parse.urlsplit(url)
+    return f"{parsed.scheme}://{parsed.netloc}"
