@@ -12,6 +12,7 @@ EXIT_SECRETS = 5  # the secrets provider failed
 EXIT_UNSAFE = 6  # a prune was refused because it looked unsafe (see --allow-prune-all)
 EXIT_BUSY = 7  # another sync held the lock for longer than we were willing to wait
 EXIT_ENGINE = 8  # the Docker engine or Docker Compose could not be used
+EXIT_INTERNAL = 70  # a bug in composeflux (EX_SOFTWARE)
 
 
 class ComposefluxError(Exception):

@@ -105,6 +105,8 @@ class Renderer:
         for name, service in services.items():
             files = self._service_files(project, service)
             all_files.update(files)
+            if _replicas(service) == 0:
+                continue  # scaled to zero: no container will ever carry its hash
             service_hashes[name] = self.hmac(
                 "service",
                 {"service": service, "files": files, "resources": _service_resources(project, service)},
@@ -149,6 +151,13 @@ class Renderer:
 
 def _inside(path: str, directory: str | None) -> bool:
     return directory is not None and (directory == "." or path == directory or path.startswith(directory + "/"))
+
+
+def _replicas(service: dict) -> int | None:
+    if service.get("scale") is not None:
+        return int(service["scale"])
+    replicas = (service.get("deploy") or {}).get("replicas")
+    return None if replicas is None else int(replicas)
 
 
 def _service_resources(project: dict, service: dict) -> dict:

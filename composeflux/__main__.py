@@ -1,0 +1,3 @@
+from composeflux.cli import main
+
+main(prog_name="composeflux")

@@ -1,0 +1,81 @@
+"""Apply a plan: `docker compose up` for stacks to deploy, `docker compose down` for stacks to prune."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from composeflux import engine
+from composeflux.compose import Compose, Result
+from composeflux.engine import DeployedStack
+from composeflux.render import RenderedStack
+from composeflux.report import ACTION, STACK
+
+log = logging.getLogger(__name__)
+
+
+class ApplyError(Exception):
+    """A stack could not be deployed or pruned; the message is already masked."""
+
+
+def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str) -> dict:
+    """The rendered project with composeflux's labels on every service.
+
+    A service whose hash did not change keeps the stack-hash and commit labels its containers
+    already carry: then its configuration is identical and Compose leaves those containers alone.
+    """
+    project = copy.deepcopy(rendered.project)
+    running = deployed.services() if deployed else {}
+    for name, service in (project.get("services") or {}).items():
+        digest = rendered.service_hashes.get(name, "")
+        existing = running.get(name) or []
+        if digest and existing and all(c.service_hash == digest for c in existing):
+            stack_hash = existing[0].labels.get(engine.STACK_HASH, rendered.stack_hash)
+            created_from = existing[0].labels.get(engine.COMMIT, commit)
+        else:
+            stack_hash, created_from = rendered.stack_hash, commit
+        labels = service.get("labels") or {}
+        if isinstance(labels, list):  # the "KEY=value" list form
+            labels = dict(item.split("=", 1) if "=" in item else (item, "") for item in labels)
+        labels.update(
+            {
+                engine.MANAGED_BY: engine.MANAGED_BY_VALUE,
+                engine.INSTANCE: instance_id,
+                engine.SERVICE_HASH: digest,
+                engine.STACK_HASH: stack_hash,
+                engine.COMMIT: created_from,
+            }
+        )
+        service["labels"] = labels
+    return project
+
+
+class Applier:
+    def __init__(self, compose: Compose, env: dict[str, str], mask, remove_orphans: bool, timeout: float):
+        self.compose = compose
+        self.env = env
+        self.mask = mask
+        self.remove_orphans = remove_orphans
+        self.timeout = timeout
+
+    def deploy(self, stack, project: dict) -> None:
+        result = self.compose.up(stack.name, stack.directory, project, self.env, self.remove_orphans, self.timeout)
+        self._log_output(stack.name, "deploy", result)
+        if result.returncode != 0:
+            raise ApplyError(f"docker compose up failed: {self._last_lines(result)}")
+
+    def prune(self, name: str) -> None:
+        result = self.compose.down(name, self.timeout)
+        self._log_output(name, "prune", result)
+        if result.returncode != 0:
+            raise ApplyError(f"docker compose down failed: {self._last_lines(result)}")
+
+    def _log_output(self, name: str, action: str, result: Result) -> None:
+        fields = {STACK: name, ACTION: action}
+        for line in (result.stdout + result.stderr).splitlines():
+            if line.strip():
+                log.info("%s", line.strip(), extra=fields)
+
+    def _last_lines(self, result: Result) -> str:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        return self.mask("; ".join(lines[-3:]) or f"exit status {result.returncode}")

@@ -1,0 +1,46 @@
+"""One sync at a time per state directory: an flock that the kernel releases if we die."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+
+from composeflux.errors import LockTimeoutError
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "sync.lock"
+POLL_SECONDS = 0.2
+
+
+@contextlib.contextmanager
+def sync_lock(state_dir: Path, timeout: float):
+    state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                if time.monotonic() >= deadline:
+                    raise LockTimeoutError(
+                        f"another sync (pid {holder}) has held {state_dir / LOCK_FILE} for more than "
+                        f"{timeout:.0f} s (LOCK_TIMEOUT); giving up"
+                    ) from None
+                if not waiting:
+                    log.info("Another sync (pid %s) is running; waiting for it to finish", holder)
+                    waiting = True
+                time.sleep(POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
