@@ -84,9 +84,27 @@ class Config:
 
     @property
     def instance_id(self) -> str:
-        """Identifies this repository + STACK_PATH, so instances sharing an engine never collide."""
-        digest = hashlib.sha256(f"{self.repo_url}\0{self.stack_path}".encode())
+        """Identifies this repository + STACK_PATH, so instances sharing an engine never collide.
+        The URL is normalised so that switching between SSH and HTTPS keeps the same instance."""
+        digest = hashlib.sha256(f"{repository_identity(self.repo_url)}\0{self.stack_path}".encode())
         return digest.hexdigest()[:16]
+
+
+SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.*)$")
+
+
+def repository_identity(url: str) -> str:
+    """host/path of a repository, whatever the transport: ssh://git@h/a/b.git, git@h:a/b and
+    https://h/a/b all give "h/a/b". Local paths stay as they are."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and parts.netloc:
+        host, path = (parts.hostname or "").lower(), parts.path
+    elif (match := SCP_LIKE.match(url)) and not url.startswith("/"):
+        host, path = match.group(1).lower(), match.group(2)
+    else:
+        return url.rstrip("/")
+    path = path.strip("/").removesuffix(".git")
+    return f"{host}/{path}"
 
 
 def known_keys() -> frozenset[str]:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # A hung remote must not block every later sync (systemd would also stop us, but later).
 GIT_NETWORK_TIMEOUT = 300
+# git's advice after an SSH failure; it crowds out the actual reason.
+BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +80,8 @@ def git_environment(config: Config, ssh_key: Path | None) -> dict[str, str]:
 def _first_line(exc: git.GitCommandError, config: Config) -> str:
     """The useful part of git's stderr, with any credential scrubbed."""
     text = (exc.stderr or str(exc)).strip().replace("stderr: ", "")
-    lines = [line.strip(" '") for line in text.splitlines() if line.strip(" '")]
-    message = "; ".join(lines[-3:]) or f"git exited with status {exc.status}"
+    lines = [line.strip(" '") for line in text.splitlines() if line.strip(" '") and not line.strip(" '").startswith(BOILERPLATE)]
+    message = "; ".join(lines[-4:]) or f"git exited with status {exc.status}"
     if config.https_token:
         message = message.replace(config.https_token, "***")
     return message

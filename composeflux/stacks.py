@@ -5,8 +5,9 @@ Layout (see composeflux-stack.yml(5)):
     <STACK_PATH>/stack.yml         optional: startup_order and shared envs
     <STACK_PATH>/<name>/compose.yaml   one directory per stack, one level deep
 
-A stack whose directory is unusable (bad name, no compose file, a symlink leading out of the
-checkout) becomes a StackError for that stack only; the others carry on.
+A directory without a compose file is not a stack (it may hold shared files). A stack whose
+directory is unusable (a name Compose refuses, a symlink leading out of the checkout) becomes a
+StackError for that stack only; the others carry on.
 """
 
 from __future__ import annotations
@@ -81,7 +82,10 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discove
         if entry.name.startswith(".") or not entry.is_dir():
             continue
         found = _stack_from_directory(entry, checkout_real)
-        (errors if isinstance(found, StackError) else stacks).append(found)
+        if found is None:
+            log.debug("%s holds no compose file: not a stack", entry.name)
+        else:
+            (errors if isinstance(found, StackError) else stacks).append(found)
 
     known = {s.name for s in stacks} | {e.name for e in errors}
     for name in stack_config.startup_order:
@@ -90,27 +94,29 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discove
     return Discovery(stacks=stacks, errors=errors, stack_config=stack_config)
 
 
-def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackError:
+def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackError | None:
+    """The stack in this directory; None when it holds no compose file (then it is no stack)."""
     name = directory.name
-    real = directory.resolve()
-    if not real.is_relative_to(checkout_real):
-        return StackError(name, f"{directory.name} is a symlink leading outside the checkout")
+    for main, override in COMPOSE_FILES:
+        if (directory / main).is_file():
+            files = [directory / main]
+            if (directory / override).is_file():
+                files.append(directory / override)
+            break
+    else:
+        return None
+    if not directory.resolve().is_relative_to(checkout_real):
+        return StackError(name, f"{name} is a symlink leading outside the checkout")
+    for file in files:
+        if not file.resolve().is_relative_to(checkout_real):
+            return StackError(name, f"{file.name} is a symlink leading outside the checkout")
     if not PROJECT_NAME.match(name):
         return StackError(
             name,
             f"directory name {name!r} is not a valid Compose project name "
             "(lowercase letters, digits, '-' and '_', starting with a letter or digit)",
         )
-    for main, override in COMPOSE_FILES:
-        if (directory / main).is_file():
-            files = [directory / main]
-            if (directory / override).is_file():
-                files.append(directory / override)
-            for file in files:
-                if not file.resolve().is_relative_to(checkout_real):
-                    return StackError(name, f"{file.name} is a symlink leading outside the checkout")
-            return Stack(name=name, directory=directory, compose_files=tuple(files))
-    return StackError(name, "no compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml")
+    return Stack(name=name, directory=directory, compose_files=tuple(files))
 
 
 def load_stack_config(path: Path) -> StackConfig:
