@@ -1,0 +1,68 @@
+#!/bin/sh
+# Prepare a Debian 12/13 machine (as root) to run composeflux and its test suite:
+# Docker Engine, Docker Compose v2, git, OpenSSH, the Python libraries from Debian, and a
+# local test image (no container registry is needed). Safe to run again: it only adds what is missing.
+set -eu
+
+export DEBIAN_FRONTEND=noninteractive
+PACKAGES="docker.io git openssh-client openssh-server busybox-static ca-certificates \
+python3 python3-git python3-yaml python3-docker python3-click python3-systemd python3-requests \
+python3-cryptography python3-pytest"
+
+missing=""
+for package in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
+done
+if [ -n "$missing" ]; then
+    echo "setup: installing$missing"
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# Docker Compose v2. Debian 13 ships it as docker-compose (>= 2); Debian 12's docker-compose is
+# the retired Python v1, so on bookworm take trixie's package and install its binary as the CLI plugin.
+compose_major() { docker compose version --short 2>/dev/null | sed 's/^v//' | cut -d. -f1; }
+if [ "$(compose_major)" = "" ] || [ "$(compose_major)" -lt 2 ]; then
+    if apt-cache policy docker-compose 2>/dev/null | grep -q 'Candidate: 2\.'; then
+        apt-get install -y -qq docker-compose >/dev/null
+    else
+        echo "setup: fetching Docker Compose v2 from Debian 13 (trixie)"
+        work=$(mktemp -d)
+        mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+        echo "deb http://deb.debian.org/debian trixie main" > "$work/sources.list"
+        apt_trixie="-o Dir::Etc::SourceList=$work/sources.list -o Dir::Etc::SourceParts=/dev/null \
+            -o Dir::State::Lists=$work/lists -o Dir::Cache=$work/cache -o APT::Sandbox::User=root"
+        # shellcheck disable=SC2086
+        apt-get $apt_trixie update -qq
+        # shellcheck disable=SC2086
+        (cd "$work" && apt-get $apt_trixie download docker-compose >/dev/null)
+        dpkg-deb -x "$work"/docker-compose_*.deb "$work/root"
+        install -D -m 0755 "$work/root/usr/libexec/docker/cli-plugins/docker-compose" \
+            /usr/local/lib/docker/cli-plugins/docker-compose
+        rm -rf "$work"
+    fi
+fi
+
+# The engine: through systemd where it is PID 1, else started here in the background.
+if ! docker info >/dev/null 2>&1; then
+    if [ -d /run/systemd/system ]; then
+        systemctl start docker
+    else
+        echo "setup: starting dockerd"
+        nohup dockerd >/var/log/composeflux-dockerd.log 2>&1 &
+    fi
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+    docker info >/dev/null 2>&1 || { echo "setup: dockerd did not start, see /var/log/composeflux-dockerd.log" >&2; exit 1; }
+fi
+
+# A local image for the example and the tests: busybox-static, imported (no registry needed).
+IMAGE=composeflux-test/busybox:latest
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    root=$(mktemp -d)
+    mkdir -p "$root/bin"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in sh sleep cat echo ls true false env httpd; do ln -s busybox "$root/bin/$applet"; done
+    tar -C "$root" -c . | docker import - "$IMAGE" >/dev/null
+    rm -rf "$root"
+fi
+echo "setup: ready ($(docker compose version --short 2>/dev/null | sed 's/^/Docker Compose /'), engine $(docker version --format '{{.Server.Version}}'))"
