@@ -109,9 +109,11 @@ def setup_logging(level: str, log_format: str, masker: Masker, commit_field: Com
         handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(masker)
     handler.addFilter(commit_field)
+    handler.set_name("composeflux")
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == "composeflux":  # ours from an earlier call; leave any others alone
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     # GitPython and urllib3 are chatty at DEBUG and may echo URLs; keep them at WARNING.

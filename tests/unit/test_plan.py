@@ -1,0 +1,89 @@
+"""The plan is a plain value computed from hashes and container labels: no Docker needed."""
+
+import pytest
+
+from composeflux.engine import Container, DeployedStack, SERVICE_HASH
+from composeflux.errors import UnsafePruneError
+from composeflux.plan import Action, make_plan
+from composeflux.render import RenderedStack
+
+
+def rendered(name, **services):
+    return RenderedStack(name, f"stack-{name}", dict(services))
+
+
+def deployed(name, state="running", exit_code=None, **services):
+    containers = tuple(
+        Container(f"id-{name}-{service}", service, {SERVICE_HASH: digest}, state, exit_code, ())
+        for service, digest in services.items()
+    )
+    return DeployedStack(name, containers)
+
+
+def plan_for(desired, running, others=None, in_git=None, remove_orphans=True, allow_prune_all=False):
+    names = in_git if in_git is not None else {name for name, _ in desired}
+    return make_plan(desired, running, others or {}, names, remove_orphans, allow_prune_all)
+
+
+def actions(plan):
+    return [(s.name, s.action, s.reason) for s in plan.stacks]
+
+
+def test_new_changed_unchanged_and_pruned():
+    plan = plan_for(
+        [("a", rendered("a", app="h1")), ("b", rendered("b", app="h2", db="h3")), ("c", rendered("c", app="h4"))],
+        {"b": deployed("b", app="h2", db="old"), "c": deployed("c", app="h4"), "gone": deployed("gone", app="x")},
+    )
+    assert actions(plan) == [
+        ("a", Action.DEPLOY, "new"),
+        ("b", Action.DEPLOY, "hash changed (services: db)"),
+        ("c", Action.UNCHANGED, ""),
+        ("gone", Action.PRUNE, "deleted from Git"),
+    ]
+
+
+def test_missing_stopped_and_removed_services():
+    plan = plan_for(
+        [("a", rendered("a", app="h", extra="e")), ("b", rendered("b", app="h")), ("c", rendered("c", app="h"))],
+        {"a": deployed("a", app="h"), "b": deployed("b", state="exited", exit_code=137, app="h"),
+         "c": deployed("c", app="h", old="o")},
+    )
+    assert [s.reason for s in plan.stacks] == [
+        "missing from Docker (services: extra)",
+        "not running (services: app)",
+        "services removed from Git: old",
+    ]
+
+
+def test_finished_one_shot_service_counts_as_up():
+    plan = plan_for([("a", rendered("a", init="h"))], {"a": deployed("a", state="exited", exit_code=0, init="h")})
+    assert plan.stacks[0].action is Action.UNCHANGED
+
+
+def test_remove_orphans_false_keeps_deleted_stacks_and_services():
+    plan = plan_for([("a", rendered("a", app="h"))], {"a": deployed("a", app="h", old="o"), "gone": deployed("gone", app="x")},
+                    remove_orphans=False)
+    assert actions(plan) == [("a", Action.UNCHANGED, ""), ("gone", Action.KEEP, "deleted from Git; kept because REMOVE_ORPHANS=false")]
+
+
+def test_failed_stacks_are_not_pruned():
+    plan = plan_for([("a", "docker compose config failed: boom")], {"a": deployed("a", app="h")})
+    assert actions(plan) == [("a", Action.FAILED, "docker compose config failed: boom")]
+
+
+def test_name_taken_by_a_project_composeflux_does_not_own():
+    plan = plan_for([("a", rendered("a", app="h"))], {}, others={"a": "not deployed by composeflux"})
+    assert plan.stacks[0].action is Action.FAILED and "already exists, not deployed by composeflux" in plan.stacks[0].reason
+
+
+def test_pruning_everything_needs_explicit_permission():
+    running = {"a": deployed("a", app="h"), "b": deployed("b", app="h")}
+    with pytest.raises(UnsafePruneError, match=r"no stacks were found in Git, but 2 are deployed \(a, b\)"):
+        plan_for([], running)
+    plan = plan_for([], running, allow_prune_all=True)
+    assert [s.action for s in plan.stacks] == [Action.PRUNE, Action.PRUNE]
+
+
+def test_plan_lines_for_dry_run():
+    plan = plan_for([("web", rendered("web", app="h"))], {})
+    assert plan.lines() == ["deploy     web  stack-web     new"]

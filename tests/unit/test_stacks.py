@@ -1,0 +1,85 @@
+"""Stack discovery and stack.yml validation, on plain directories."""
+
+import os
+
+import pytest
+
+from composeflux.errors import ConfigError
+from composeflux.stacks import discover, load_stack_config
+
+SERVICE = "services:\n  app:\n    image: x\n"
+
+
+def make(root, files: dict):
+    for path, text in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def test_discovery_rules(tmp_path):
+    make(tmp_path, {
+        "stacks/web/compose.yaml": SERVICE,
+        "stacks/web/compose.override.yaml": SERVICE,
+        "stacks/db/docker-compose.yml": SERVICE,
+        "stacks/db/compose.override.yaml": SERVICE,  # not the override of docker-compose.yml
+        "stacks/shared/common.env": "A=1\n",  # no compose file: not a stack
+        "stacks/.hidden/compose.yaml": SERVICE,
+        "stacks/Bad.Name/compose.yaml": SERVICE,
+        "stacks/README.md": "hi",
+    })
+    found = discover(tmp_path, "stacks", "stack.yml")
+    assert {s.name: [f.name for f in s.compose_files] for s in found.stacks} == {
+        "db": ["docker-compose.yml"],
+        "web": ["compose.yaml", "compose.override.yaml"],
+    }
+    assert [(e.name, "not a valid Compose project name" in e.reason) for e in found.errors] == [("Bad.Name", True)]
+
+
+def test_symlink_out_of_the_checkout_is_an_error_for_that_stack_only(tmp_path):
+    outside = tmp_path / "outside"
+    make(outside, {"compose.yaml": SERVICE})
+    make(tmp_path / "checkout", {"stacks/ok/compose.yaml": SERVICE})
+    os.symlink(outside, tmp_path / "checkout" / "stacks" / "escape")
+    found = discover(tmp_path / "checkout", "stacks", "stack.yml")
+    assert [s.name for s in found.stacks] == ["ok"]
+    assert found.errors[0].name == "escape" and "outside the checkout" in found.errors[0].reason
+
+
+def test_startup_order_then_names(tmp_path, caplog):
+    make(tmp_path, {f"s/{n}/compose.yaml": SERVICE for n in ("a", "b", "c", "d")})
+    make(tmp_path, {"s/stack.yml": "startup_order: [c, ghost, a]\n"})
+    found = discover(tmp_path, "s", "stack.yml")
+    assert [s.name for s in found.ordered()] == ["c", "a", "b", "d"]
+    assert "startup_order names 'ghost'" in caplog.text
+
+
+def test_stack_yml_envs_are_strings(tmp_path):
+    make(tmp_path, {"stack.yml": "envs:\n  PORT: 8080\n  DEBUG: true\n  EMPTY:\n  NAME: web\n"})
+    assert load_stack_config(tmp_path / "stack.yml").envs == {"PORT": "8080", "DEBUG": "true", "EMPTY": "", "NAME": "web"}
+
+
+def test_missing_or_empty_stack_yml_is_fine(tmp_path):
+    assert load_stack_config(tmp_path / "stack.yml").startup_order == ()
+    make(tmp_path, {"stack.yml": ""})
+    assert load_stack_config(tmp_path / "stack.yml").envs == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("startup_order: web\n", "stack.yml: startup_order: expected a list of stack names"),
+        ("startup_order: [a, a]\n", "stack.yml: startup_order: a listed more than once"),
+        ("envs: [A=1]\n", "stack.yml: envs: expected a mapping"),
+        ("envs:\n  1BAD: x\n", "stack.yml: envs: '1BAD' is not a valid variable name"),
+        ("envs:\n  A: {nested: map}\n", "stack.yml: envs.A: expected a string or number"),
+        ("startup-order: [a]\n", "stack.yml: unknown key(s) startup-order"),
+        ("- a\n- b\n", "stack.yml: expected a mapping"),
+        ("envs: [unclosed\n", "stack.yml: not valid YAML"),
+    ],
+)
+def test_invalid_stack_yml_names_file_and_key(tmp_path, text, message):
+    make(tmp_path, {"stack.yml": text})
+    with pytest.raises(ConfigError) as error:
+        load_stack_config(tmp_path / "stack.yml")
+    assert str(error.value).startswith(message)
