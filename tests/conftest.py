@@ -276,3 +276,33 @@ def sshd(tmp_path):
     yield SshServer(port, directory / "deploy_key", directory / "known_hosts")
     process.terminate()
     process.wait(timeout=10)
+
+
+# -- git over HTTP with a token -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GitHttpServer:
+    port: int
+    user: str
+    token: str
+
+    def url(self, repository: Path) -> str:
+        return f"http://127.0.0.1:{self.port}/{repository.name}"
+
+
+@pytest.fixture
+def git_http(repo):
+    """`git http-backend` serving the test repository, requiring a Basic-auth token."""
+    port, token = free_port(), "tok-" + secrets.token_hex(12)
+    process = subprocess.Popen(
+        [PYTHON, str(REPO_ROOT / "tests" / "servers" / "git_http.py"), str(port), str(repo.remote.parent), "deploy-bot", token]
+    )
+    for _ in range(100):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    yield GitHttpServer(port, "deploy-bot", token)
+    process.terminate()
+    process.wait(timeout=10)

@@ -428,3 +428,48 @@ def test_stopped_container_is_restarted(cfx, repo, prefix):
     while containers(f"{prefix}-st")["app"].state != "running":
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+def test_https_token_is_used_but_never_stored_or_logged(cfx, repo, prefix, git_http):
+    repo.add_stack(f"{prefix}-web")
+    repo.commit()
+    cfx.settings(GIT_REPO_URL=git_http.url(repo.remote), GIT_USERNAME=git_http.user, GIT_TOKEN=git_http.token)
+    result = cfx.sync("--log-level", "DEBUG")
+    assert container_ids(f"{prefix}-web")
+    clone = cfx.state / "repo" / ".git"
+    stored = "".join(p.read_text(errors="replace") for p in clone.rglob("*") if p.is_file() and p.stat().st_size < 1_000_000)
+    assert git_http.token not in stored and git_http.token not in result.stderr
+
+    # The token may also come inside the URL; it is split off the same way.
+    host_url = git_http.url(repo.remote).replace("http://", f"http://{git_http.user}:{git_http.token}@")
+    cfx.settings(GIT_REPO_URL=host_url, GIT_TOKEN="", GIT_USERNAME="")
+    cfx.sync()
+    assert git_http.token not in (clone / "config").read_text()
+
+    cfx.settings(GIT_REPO_URL=git_http.url(repo.remote), GIT_USERNAME=git_http.user, GIT_TOKEN="wrong-token-value")
+    result = cfx.sync(expect=4)
+    assert "cannot fetch branch main" in result.stderr and "wrong-token-value" not in result.stderr
+    assert container_ids(f"{prefix}-web")
+
+
+def test_progress_reaches_systemd_through_sd_notify(cfx, repo, prefix, tmp_path):
+    import socket as sockets
+
+    repo.add_stack(f"{prefix}-n1")
+    repo.add_stack(f"{prefix}-n2")
+    repo.commit()
+    path = str(tmp_path / "notify.sock")
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM) as server:
+        server.bind(path)
+        cfx.sync(env={"NOTIFY_SOCKET": path})
+        server.settimeout(1)
+        messages = []
+        while True:
+            try:
+                messages.append(server.recv(4096).decode())
+            except TimeoutError:
+                break
+    assert messages[0] == "STATUS=fetching secrets"
+    assert "STATUS=fetching Git" in messages
+    assert f"STATUS=deploying 1/2: {prefix}-n1" in messages and f"STATUS=deploying 2/2: {prefix}-n2" in messages
+    assert messages[-1] == "STATUS=2 deployed, 0 unchanged, 0 pruned, 0 failed"
