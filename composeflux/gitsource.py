@@ -145,7 +145,12 @@ class GitSource:
                 self._reset_remote(repo)
             repo.git.fetch("--prune", "--no-tags", "origin", self.refspec, kill_after_timeout=GIT_NETWORK_TIMEOUT)
             repo.git.reset("--hard", f"refs/remotes/origin/{self.config.branch}")
-            repo.git.clean("-ffd", *self._exclusions(protect))
+            try:
+                repo.git.clean("-ffd", *self._exclusions(protect))
+            except git.GitCommandError as exc:
+                # Typically files a container created as root in a directory it no longer mounts.
+                # The tracked content is already right; leftovers must not block every sync.
+                log.warning("Could not remove every untracked file from the clone: %s", _first_line(exc, self.config))
             return self._describe_head(repo)
 
     def _reset_remote(self, repo: git.Repo) -> None:
