@@ -28,7 +28,9 @@ PROVIDER_MODULES = {
 }
 
 # Keys shared by all providers.
-COMMON_KEYS = frozenset({"SECRETS_PROVIDER", "GIT_DEPLOY_KEY_SECRET_REF", "SECRETS_CA_BUNDLE"})
+COMMON_KEYS = frozenset(
+    {"SECRETS_PROVIDER", "GIT_DEPLOY_KEY_SECRET_REF", "SECRETS_CA_BUNDLE", "SECRETS_TIMEOUT"}
+)
 
 
 class SecretsProvider(abc.ABC):

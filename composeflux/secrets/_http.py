@@ -67,20 +67,18 @@ class HttpClient:
     def __init__(self, provider: str, timeout: float, verify: str | bool, user_agent: str):
         self.provider = provider
         self.timeout = timeout
+        # Passed with each request: a Session.verify would lose to $REQUESTS_CA_BUNDLE.
+        self.verify = verify
         self.session = requests.Session()
-        self.session.verify = verify
         self.session.headers["User-Agent"] = user_agent
         # Strings that must never appear in an error message (tokens, client secrets).
         self.sensitive: set[str] = set()
-
-    def close(self) -> None:
-        self.session.close()
 
     def request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:
         """Send one request; transport failures become SecretsError mentioning `what`."""
         try:
             response = self.session.request(
-                method, url, timeout=self.timeout, allow_redirects=False, **kwargs
+                method, url, timeout=self.timeout, verify=self.verify, allow_redirects=False, **kwargs
             )
         except requests.exceptions.SSLError:
             raise self.error(

@@ -1,0 +1,125 @@
+"""Secrets from any command (SECRETS_COMMAND): SOPS, bws, op, vault, pass and friends.
+
+The command runs through /bin/sh -c, with no standard input, in its own process group (so a
+timeout kills its children too). Its standard output is either a JSON object of strings or
+KEY=VALUE lines (see envfile.py). Its standard error goes to the log, with every value it
+returned masked.
+
+Environment: the command inherits composeflux's environment, which is how tools get their own
+settings (BWS_ACCESS_TOKEN, SOPS_AGE_KEY_FILE, VAULT_ADDR, $CREDENTIALS_DIRECTORY, ...), minus
+composeflux's own settings (credentials such as INFISICAL_CLIENT_SECRET or GIT_TOKEN must not
+leak into a third-party tool) and systemd's NOTIFY_SOCKET (only composeflux reports status).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+
+from composeflux.errors import ConfigError, SecretsError
+from composeflux.secrets import SecretsProvider, all_keys
+from composeflux.secrets.envfile import is_valid_name, parse_env_text
+
+log = logging.getLogger("composeflux.secrets")
+
+DEFAULT_TIMEOUT = 30.0  # seconds; CLIs like bws or op make a network round trip or two
+KEYS = frozenset({"SECRETS_COMMAND", "SECRETS_COMMAND_TIMEOUT"})
+
+
+def from_settings(settings: Mapping[str, str]) -> CommandProvider:
+    command = settings.get("SECRETS_COMMAND", "").strip()
+    if not command:
+        raise ConfigError("SECRETS_COMMAND: required when SECRETS_PROVIDER=command")
+    raw_timeout = settings.get("SECRETS_COMMAND_TIMEOUT", "").strip()
+    timeout = DEFAULT_TIMEOUT
+    if raw_timeout:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            raise ConfigError(f"SECRETS_COMMAND_TIMEOUT: expected seconds, got {raw_timeout!r}") from None
+        if not 0 < timeout <= 3600:
+            raise ConfigError("SECRETS_COMMAND_TIMEOUT: must be more than 0 and at most 3600 seconds")
+    hidden = set(settings) | all_keys() | {"NOTIFY_SOCKET"}
+    return CommandProvider(command, timeout, hidden)
+
+
+class CommandProvider(SecretsProvider):
+    name = "command"
+
+    def __init__(self, command: str, timeout: float, hidden_variables: set[str]):
+        self.command = command
+        self.timeout = timeout
+        self.hidden_variables = hidden_variables
+
+    def fetch(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in self.hidden_variables}
+        try:
+            process = subprocess.Popen(
+                ["/bin/sh", "-c", self.command],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SecretsError(f"command: cannot start /bin/sh: {exc.strerror}") from None
+        try:
+            stdout, stderr = process.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise SecretsError(f"command: SECRETS_COMMAND gave no result within {self.timeout:g} s (killed)") from None
+
+        secrets, problem = self._parse(stdout)
+        self._log_stderr(stderr, secrets)
+        if process.returncode < 0:
+            raise SecretsError(f"command: SECRETS_COMMAND was killed by signal {-process.returncode}")
+        if process.returncode > 0:
+            raise SecretsError(
+                f"command: SECRETS_COMMAND exited with status {process.returncode} (its stderr is in the log)"
+            )
+        if problem:
+            raise SecretsError(f"command: {problem}")
+        return secrets
+
+    def _parse(self, stdout: bytes) -> tuple[dict[str, str], str | None]:
+        """(secrets, None) or ({}, what is wrong). The problem text never quotes a value."""
+        try:
+            text = stdout.decode("utf-8")
+        except UnicodeDecodeError:
+            return {}, "the output of SECRETS_COMMAND is not UTF-8 text"
+        if text.lstrip().startswith("{"):
+            return self._parse_json(text)
+        try:
+            return parse_env_text(text, "SECRETS_COMMAND output"), None
+        except ValueError as exc:
+            return {}, f"{exc} (expected KEY=VALUE lines or a JSON object)"
+
+    @staticmethod
+    def _parse_json(text: str) -> tuple[dict[str, str], str | None]:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            # Only the position: json's messages don't quote the document, but stay sure.
+            return {}, f"SECRETS_COMMAND output: invalid JSON at line {exc.lineno} column {exc.colno}"
+        if not isinstance(data, dict):
+            return {}, "SECRETS_COMMAND output: the JSON is not an object"
+        for name, value in data.items():
+            if not is_valid_name(name):
+                return {}, f"SECRETS_COMMAND output: invalid variable name {name[:64]!r}"
+            if not isinstance(value, str):
+                return {}, f"SECRETS_COMMAND output: the value of {name} is not a string"
+        return data, None
+
+    def _log_stderr(self, stderr: bytes, secrets: dict[str, str]) -> None:
+        text = stderr.decode("utf-8", errors="replace")
+        for value in sorted((v for v in secrets.values() if v), key=len, reverse=True):
+            text = text.replace(value, "***")
+        for line in text.splitlines():
+            if line.strip():
+                log.warning("command: stderr: %s", line)
