@@ -246,6 +246,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 5) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert process.poll() is None, f"server exited with status {process.returncode}"
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+
+
 @pytest.fixture
 def sshd(tmp_path):
     """A real OpenSSH server on 127.0.0.1 accepting one deploy key (for root, as CI runs)."""
@@ -264,15 +275,10 @@ def sshd(tmp_path):
         "UsePAM no\nStrictModes no\n"
     )
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-    process = subprocess.Popen([daemon, "-D", "-e", "-f", str(directory / "sshd_config")], stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([daemon, "-D", "-e", "-f", str(directory / "sshd_config")])
     host_key = (directory / "host_key.pub").read_text().split()
     (directory / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        assert process.poll() is None, process.stderr.read()
-        time.sleep(0.05)
+    wait_for_port(port, process)
     yield SshServer(port, directory / "deploy_key", directory / "known_hosts")
     process.terminate()
     process.wait(timeout=10)
@@ -298,11 +304,7 @@ def git_http(repo):
     process = subprocess.Popen(
         [PYTHON, str(REPO_ROOT / "tests" / "servers" / "git_http.py"), str(port), str(repo.remote.parent), "deploy-bot", token]
     )
-    for _ in range(100):
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
+    wait_for_port(port, process)
     yield GitHttpServer(port, "deploy-bot", token)
     process.terminate()
     process.wait(timeout=10)
