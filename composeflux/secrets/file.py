@@ -39,8 +39,8 @@ class FileProvider(SecretsProvider):
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
             raise SecretsError(f"file: cannot open {self.path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as f:
-            info = os.fstat(f.fileno())
+        try:
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise SecretsError(f"file: {self.path} is not a regular file")
             if info.st_mode & 0o077:
@@ -48,7 +48,10 @@ class FileProvider(SecretsProvider):
                     f"file: {self.path} is accessible to its group or others "
                     f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {self.path}"
                 )
-            data = f.read()
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                data = f.read()
+        finally:
+            os.close(fd)
         try:
             return parse_env_text(data.decode("utf-8"), self.path)
         except UnicodeDecodeError:
