@@ -11,7 +11,7 @@ import pytest
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import provider_from_settings
 from composeflux.secrets.bitwarden import CryptoError, SymmetricKey, decrypt_enc_string, parse_access_token
-from conftest import (
+from tests.secrets.conftest import (
     BITWARDEN_DEPLOY_KEY_ID,
     BITWARDEN_EMPTY_PROJECT,
     BITWARDEN_OTHER_PROJECT,

@@ -1,0 +1,19 @@
+#!/bin/sh
+# Test-only dependencies of tests/secrets (run by scripts/test.sh, as root, before pytest):
+# the official Infisical and Bitwarden SDKs from PyPI, which the fake servers are checked
+# against. They go into their own venv, .venv-sdk/ (gitignored), never into composeflux's
+# interpreter: composeflux itself needs no SDK. Safe to run again.
+set -eu
+here=$(cd "$(dirname "$0")/../.." && pwd)
+venv="$here/.venv-sdk"
+if "$venv/bin/python" -c 'import infisical_sdk, bitwarden_sdk' 2>/dev/null; then
+    exit 0
+fi
+if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "ok installed"; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+echo "setup: installing the official SDKs (test-only) into $venv"
+/usr/bin/python3 -m venv --clear "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    infisicalsdk==1.0.18 bitwarden-sdk==2.1.0
