@@ -118,6 +118,8 @@ class GitSource:
     def _clone(self) -> Checkout:
         path = self.config.clone_path
         path.parent.mkdir(parents=True, exist_ok=True)
+        for leftover in path.parent.glob(f".{path.name}.clone-*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # from a clone that was interrupted
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.clone-", dir=path.parent))
         try:
             log.info("Cloning %s (branch %s)", self.config.repo_url, self.config.branch)

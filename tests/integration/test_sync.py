@@ -473,3 +473,25 @@ def test_progress_reaches_systemd_through_sd_notify(cfx, repo, prefix, tmp_path)
     assert "STATUS=fetching Git" in messages
     assert f"STATUS=deploying 1/2: {prefix}-n1" in messages and f"STATUS=deploying 2/2: {prefix}-n2" in messages
     assert messages[-1] == "STATUS=2 deployed, 0 unchanged, 0 pruned, 0 failed"
+
+
+def test_branch_change_and_interrupted_first_clone_converge(cfx, repo, prefix):
+    repo.add_stack(f"{prefix}-main-only")
+    repo.commit()
+    repo.git("checkout", "-q", "-b", "staging")
+    repo.remove(f"{prefix}-main-only")
+    repo.add_stack(f"{prefix}-staging-only")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "staging")
+    repo.git("push", "-q", "origin", "staging")
+
+    # A first clone killed half-way leaves its temporary directory behind; it is not used.
+    leftover = cfx.state / ".repo.clone-interrupted"
+    (leftover / ".git").mkdir(parents=True)
+    cfx.sync()
+    assert not leftover.exists()
+    assert container_ids(f"{prefix}-main-only")
+
+    result = cfx.sync("--branch", "staging")
+    assert "branch staging" in result.stderr
+    assert container_ids(f"{prefix}-staging-only") and not container_ids(f"{prefix}-main-only")
