@@ -32,6 +32,10 @@ COMMON_KEYS = frozenset(
     {"SECRETS_PROVIDER", "GIT_DEPLOY_KEY_SECRET_REF", "SECRETS_CA_BUNDLE", "SECRETS_TIMEOUT"}
 )
 
+# Settings whose values are credentials, to be masked wherever text is shown. (Matching key
+# names by pattern would also hide harmless values such as SECRETS_PROVIDER=infisical.)
+CREDENTIAL_KEYS = frozenset({"INFISICAL_CLIENT_ID", "INFISICAL_CLIENT_SECRET", "BITWARDEN_ACCESS_TOKEN"})
+
 
 class SecretsProvider(abc.ABC):
     """Fetches secrets from one source. Errors are SecretsError naming the provider."""
