@@ -186,7 +186,7 @@ class BitwardenProvider(SecretsProvider):
         listed = self.http.json(response, what).get("secrets")
         if not isinstance(listed, list):
             raise self.http.error(f"{what}: the answer has no 'secrets' list")
-        ids = [entry.get("id") for entry in listed if isinstance(entry, dict)]
+        ids = [entry["id"] for entry in listed if isinstance(entry, dict) and isinstance(entry.get("id"), str)]
         if not ids:
             return {}
 

@@ -94,6 +94,8 @@ class InfisicalProvider(SecretsProvider):
             entries = body.get("secrets")
             if not isinstance(entries, list):
                 raise self.http.error(f"listing secrets in {path}: the answer has no 'secrets' list")
+            if not entries:
+                log.warning("infisical: no secrets in %s of environment %s (does that folder exist?)", path, self.environment)
             for entry in entries:
                 name, value = self._name_and_value(entry, path)
                 secrets[name] = value
@@ -109,8 +111,8 @@ class InfisicalProvider(SecretsProvider):
         for path in candidates:
             body = self._get_secrets(name, path, f"getting deploy key {ref}", missing_ok=True)
             if body is not None:
-                secret = body.get("secret")
-                return self._name_and_value(secret, path)[1]
+                # Any name will do here: it never becomes a variable.
+                return self._name_and_value(body.get("secret"), path, check_name=False)[1]
         raise self.http.error(f"deploy key secret {ref!r} not found in {', '.join(candidates)}")
 
     def _login(self) -> str:
@@ -182,13 +184,13 @@ class InfisicalProvider(SecretsProvider):
             return None
         return self.http.json(response, what)
 
-    def _name_and_value(self, entry, path: str) -> tuple[str, str]:
+    def _name_and_value(self, entry, path: str, check_name: bool = True) -> tuple[str, str]:
         if not isinstance(entry, dict):
             raise self.http.error(f"secrets in {path}: unexpected answer (a secret is not an object)")
         name, value = entry.get("secretKey"), entry.get("secretValue")
         if not isinstance(name, str) or not isinstance(value, str):
             raise self.http.error(f"secrets in {path}: unexpected answer (no secretKey/secretValue)")
-        if not is_valid_name(name):
+        if check_name and not is_valid_name(name):
             raise SecretsError(
                 f"infisical: secret {name!r} in {path} is not a valid variable name "
                 "(letters, digits and _, not starting with a digit)"

@@ -79,7 +79,7 @@ class InfisicalHandler(FakeHandler):
             self.error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found")
             return None, ""
         path = query.get("secretPath", "/")
-        # Infisical lists nothing (rather than failing) for a folder that doesn't exist.
+        # A folder that doesn't exist lists nothing here (Infisical may answer so, too).
         return project[environment].get(path, {}), path
 
     def secret_object(self, project_id: str, path: str, name: str, value: str) -> dict:

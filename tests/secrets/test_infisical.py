@@ -71,9 +71,10 @@ def test_falls_back_to_v3_when_v4_is_missing(infisical_fake, infisical_settings)
     assert "workspaceId=" in infisical_fake.requests()[-1]
 
 
-def test_empty_project_gives_no_secrets(infisical_settings):
+def test_empty_project_gives_no_secrets_and_a_warning(infisical_settings, caplog):
     settings = {**infisical_settings, "INFISICAL_PROJECT_ID": INFISICAL_EMPTY_PROJECT}
     assert provider_from_settings(settings).fetch() == {}
+    assert "infisical: no secrets in / of environment prod (does that folder exist?)" in caplog.text
 
 
 def test_login_failure(infisical_settings):
@@ -134,6 +135,13 @@ def test_deploy_key_on_v3(infisical_fake, infisical_settings):
     key = provider_from_settings(infisical_settings).fetch_deploy_key("/deploy/DEPLOY_KEY")
     assert "value-deploy" in key
     assert infisical_fake.requests()[-1].startswith("GET /api/v3/secrets/raw/DEPLOY_KEY?")
+
+
+def test_deploy_key_name_need_not_be_a_variable_name(infisical_fake, infisical_settings):
+    state = infisical_state()
+    state["projects"][state_project(state)]["prod"]["/deploy"]["git-deploy-key"] = "value-deploy-2"
+    infisical_fake.set_state(state)
+    assert provider_from_settings(infisical_settings).fetch_deploy_key("/deploy/git-deploy-key") == "value-deploy-2"
 
 
 def test_missing_deploy_key(infisical_settings):
