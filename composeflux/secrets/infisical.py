@@ -158,8 +158,8 @@ class InfisicalProvider(SecretsProvider):
             )
             if response.status_code != 404 or self._is_missing_secret(response):
                 return self._body(response, what, missing_ok)
-            # A 404 for the list means this server has no v4 route (or the project or
-            # environment doesn't exist, which v3 reports just as well): try v3.
+            # Any other 404: this server may lack the v4 routes (a wrong project or
+            # environment is reported by v3 just as well), so try v3.
             log.debug("infisical: %s/api/v4/secrets answered 404, using /api/v3/secrets/raw", self.site_url)
             self._use_v3 = True
         response = self.http.request(
@@ -172,7 +172,7 @@ class InfisicalProvider(SecretsProvider):
         return self._body(response, what, missing_ok)
 
     def _is_missing_secret(self, response) -> bool:
-        """Whether a v4 404 for one secret is Infisical saying the secret doesn't exist."""
+        """Whether a 404 is Infisical saying that one secret doesn't exist."""
         try:
             body = response.json()
         except ValueError:

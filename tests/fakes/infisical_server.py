@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.parse
 import uuid
 
 from _common import FakeHandler, serve
@@ -33,11 +34,11 @@ class InfisicalHandler(FakeHandler):
         if self.command == "GET" and route == "/api/v3/secrets/raw":
             return self.list_secrets(state, self.query.get("workspaceId"))
         if self.command == "GET" and route.startswith("/api/v3/secrets/raw/"):
-            return self.get_secret(state, self.query.get("workspaceId"), route.rsplit("/", 1)[1])
+            return self.get_secret(state, self.query.get("workspaceId"), urllib.parse.unquote(route.rsplit("/", 1)[1]))
         if v4 and self.command == "GET" and route == "/api/v4/secrets":
             return self.list_secrets(state, self.query.get("projectId"))
         if v4 and self.command == "GET" and route.startswith("/api/v4/secrets/"):
-            return self.get_secret(state, self.query.get("projectId"), route.rsplit("/", 1)[1])
+            return self.get_secret(state, self.query.get("projectId"), urllib.parse.unquote(route.rsplit("/", 1)[1]))
         # What Infisical's web framework answers for an unknown route.
         self.reply(404, {"message": f"Route {self.command}:{self.path} not found", "error": "Not Found", "statusCode": 404})
 
