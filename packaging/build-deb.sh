@@ -1,0 +1,56 @@
+#!/bin/sh
+# Build the composeflux .deb, unsigned, from this checkout (Debian 12 or 13 build host).
+#
+#   packaging/build-deb.sh [OUTDIR]          (default OUTDIR: ./dist)
+#
+# Needs: dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+# (and lintian for CFX_LINTIAN=1). Copies the files Git knows about (tracked, plus untracked ones
+# that are not ignored; so it also works in a fresh clone) into a temporary tree, installs
+# packaging/debian/ there as debian/ with the units from packaging/systemd/, runs
+#   dpkg-buildpackage -us -uc -b
+# with a plain Debian PATH (a pyenv python3 earlier on PATH must not hijack pybuild) and copies
+# the .deb (and .buildinfo/.changes) to OUTDIR. With CFX_LINTIAN=1 it then runs lintian and fails
+# on any error or warning. Prints the path of the .deb on stdout.
+set -eu
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-$here/dist}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+unset PYTHONPATH PYTHONHOME VIRTUAL_ENV PYENV_VERSION
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/composeflux-deb.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+src=$work/composeflux
+
+mkdir "$src"
+cd "$here"
+git ls-files -z --cached --others --exclude-standard -- . ':!:debian' ':!:dist' |
+    xargs -0 sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh |
+    tar --null -T - -cf - | tar -C "$src" -xf -
+
+cp -r "$src/packaging/debian" "$src/debian"
+for unit in service timer path tmpfiles; do
+    cp "$src/packaging/systemd/composeflux.$unit" "$src/debian/composeflux.$unit"
+done
+
+cd "$src"
+LC_ALL=C.UTF-8 dpkg-buildpackage -us -uc -b >"$work/build.log" 2>&1 || {
+    tail -n 60 "$work/build.log" >&2
+    echo "build-deb: dpkg-buildpackage failed" >&2
+    exit 1
+}
+
+version=$(dpkg-parsechangelog -S Version)
+deb=composeflux_${version}_all.deb
+for f in "$work/$deb" "$work"/composeflux_"${version}"_*.buildinfo "$work"/composeflux_"${version}"_*.changes; do
+    [ -e "$f" ] && cp "$f" "$out/"
+done
+
+if [ "${CFX_LINTIAN:-0}" = 1 ]; then
+    lintian --fail-on error,warning --info "$out/$deb" >&2
+fi
+echo "$out/$deb"
