@@ -54,6 +54,7 @@ class CommandProvider(SecretsProvider):
         self.command = command
         self.timeout = timeout
         self.hidden_variables = hidden_variables
+        self._fetched: dict[str, str] | None = None  # this sync's result, for fetch_deploy_key
 
     def fetch(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self.hidden_variables}
@@ -85,7 +86,15 @@ class CommandProvider(SecretsProvider):
             )
         if problem:
             raise SecretsError(f"command: {problem}")
+        self._fetched = secrets
         return secrets
+
+    def fetch_deploy_key(self, ref: str) -> str:
+        # The sync has just run the command for fetch(): don't run it (and its network calls) again.
+        secrets = self._fetched if self._fetched is not None else self.fetch()
+        if ref not in secrets:
+            raise SecretsError(f"command: deploy key secret {ref!r} not found in the output of SECRETS_COMMAND")
+        return secrets[ref]
 
     def _parse(self, stdout: bytes) -> tuple[dict[str, str], str | None]:
         """(secrets, None) or ({}, what is wrong). The problem text never quotes a value."""

@@ -157,6 +157,16 @@ def test_command_environment_hides_composeflux_credentials(monkeypatch):
     assert provider.fetch() == {"A": "", "B": "for-the-tool"}
 
 
+def test_command_deploy_key_reuses_the_fetched_output(tmp_path):
+    runs = tmp_path / "runs"
+    provider = command_provider(f"echo run >> {runs}; echo 'DEPLOY_KEY=\"line1\nline2\"'")
+    assert provider.fetch()["DEPLOY_KEY"] == "line1\nline2"
+    assert provider.fetch_deploy_key("DEPLOY_KEY") == "line1\nline2"
+    assert runs.read_text() == "run\n"
+    with pytest.raises(SecretsError, match="^command: deploy key secret 'NOPE' not found"):
+        provider.fetch_deploy_key("NOPE")
+
+
 def test_command_settings_are_validated():
     with pytest.raises(ConfigError, match="^SECRETS_COMMAND: required when SECRETS_PROVIDER=command"):
         provider_from_settings({"SECRETS_PROVIDER": "command"})
