@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import composeflux
-from composeflux.errors import ConfigError, SecretsError
+from composeflux.errors import ConfigError
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
 from composeflux.secrets.envfile import is_valid_name
