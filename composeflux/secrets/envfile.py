@@ -2,14 +2,18 @@
 the `file` secrets provider and the `command` provider's output.
 
     # comment            ; comment too (only at the start of a line)
-    KEY=value            unquoted: the rest of the line, surrounding blanks removed
+    KEY=value            unquoted: the rest of the line, surrounding blanks removed; a
+                         backslash takes the next character as is (\\# is #, \\\\ is \\),
+                         and at the end of a line joins the next one
     KEY='literal $ \\'   single quotes: taken as they are, may span lines
     KEY="a \\"b\\" \\$c"   double quotes: \\" \\\\ \\$ \\` escape, backslash-newline joins lines,
                          any other backslash is kept; may span lines (e.g. an SSH key)
     export KEY=value     a leading `export ` is accepted, so shell-style files work
 
-A later assignment to the same key wins. Errors say "source:line: what is wrong" and never
-quote a value: these files hold secrets.
+These are systemd's rules (composeflux.conf is also read by the unit's EnvironmentFile=, and
+both must agree), except that text after a closing quote is an error here rather than glued
+on, and `export` is understood. A later assignment to the same key wins. Errors say
+"source:line: what is wrong" and never quote a value: these files hold secrets.
 """
 
 from __future__ import annotations
@@ -52,9 +56,32 @@ def parse_env_text(text: str, source_name: str) -> dict[str, str]:
         if rest[:1] in ("'", '"'):
             value, index = _parse_quoted(lines, index, rest, source_name, lineno)
         else:
-            value = rest.rstrip()
+            value, index = _parse_unquoted(lines, index, rest)
         result[name] = value
     return result
+
+
+def _parse_unquoted(lines: list[str], index: int, text: str) -> tuple[str, int]:
+    """Read an unquoted value that starts at `text`; returns it and the next line's index."""
+    chars: list[str] = []
+    escaped_up_to = 0  # trailing blanks are dropped, but not escaped ones
+    pos = 0
+    while pos < len(text):
+        char = text[pos]
+        if char != "\\":
+            chars.append(char)
+            pos += 1
+        elif pos + 1 < len(text):
+            chars.append(text[pos + 1])
+            escaped_up_to = len(chars)
+            pos += 2
+        elif index < len(lines):
+            # Backslash at the end of the line joins it with the next one.
+            text, pos, index = lines[index], 0, index + 1
+        else:
+            pos += 1
+    value = "".join(chars)
+    return value[:escaped_up_to] + value[escaped_up_to:].rstrip(), index
 
 
 def _parse_quoted(lines: list[str], index: int, rest: str, source_name: str, lineno: int) -> tuple[str, int]:
@@ -76,8 +103,7 @@ def _parse_quoted(lines: list[str], index: int, rest: str, source_name: str, lin
             continue
         char = text[pos]
         if char == quote:
-            trailing = text[pos + 1 :].strip()
-            if trailing and not trailing.startswith("#"):
+            if text[pos + 1 :].strip():
                 raise ValueError(f"{source_name}:{index}: unexpected text after the closing quote")
             return "".join(chars), index
         if quote == '"' and char == "\\":

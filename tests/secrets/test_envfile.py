@@ -9,7 +9,7 @@ def test_plain_comments_blank_lines_and_export():
 
 
 def test_quotes_and_escapes():
-    text = "S='a \\ $b \"c\"'\nD=\"q\\\"x\\\\y\\$z\\`w\\n\"  # trailing comment\n"
+    text = "S='a \\ $b \"c\"'\nD=\"q\\\"x\\\\y\\$z\\`w\\n\"  \n"
     assert parse_env_text(text, "t") == {"S": 'a \\ $b "c"', "D": 'q"x\\y$z`w\\n'}
 
 
@@ -17,6 +17,11 @@ def test_multiline_quoted_value_and_continuation():
     key = "-----BEGIN KEY-----\nabc\n-----END KEY-----\n"
     text = f'KEY="{key}"\nJOINED="one \\\ntwo"\nAFTER=1\n'
     assert parse_env_text(text, "t") == {"KEY": key, "JOINED": "one two", "AFTER": "1"}
+
+
+def test_unquoted_backslashes_follow_systemd():
+    text = "A=a\\ b\\\\c\\#d\nB=one \\\n  two\nC=keep\\ \nD=trail   \n"
+    assert parse_env_text(text, "t") == {"A": "a b\\c#d", "B": "one   two", "C": "keep ", "D": "trail"}
 
 
 def test_last_assignment_wins_and_crlf():
@@ -31,6 +36,7 @@ def test_last_assignment_wins_and_crlf():
         ("A-B=hunter2\n", "t:1: invalid variable name 'A-B'"),
         ("A='hunter2\n", "t:1: unterminated ' quote"),
         ('A="hunter2"x\n', "t:1: unexpected text after the closing quote"),
+        ('A="hunter2" # comment\n', "t:1: unexpected text after the closing quote"),
     ],
 )
 def test_errors_name_the_line_not_the_value(text, message):
