@@ -138,6 +138,9 @@ def from_settings(settings: Mapping[str, str]) -> BitwardenProvider:
     identity_url = check_base_url(
         "BITWARDEN_IDENTITY_URL", settings.get("BITWARDEN_IDENTITY_URL") or DEFAULT_IDENTITY_URL
     )
+    deploy_key_ref = settings.get("GIT_DEPLOY_KEY_SECRET_REF", "").strip()
+    if deploy_key_ref:
+        _deploy_key_id(deploy_key_ref)
     timeout, verify = connection_settings(settings)
     return BitwardenProvider(
         token=token,
@@ -160,6 +163,13 @@ def _uuid_setting(settings: Mapping[str, str], key: str, required: bool) -> str 
         return str(uuid.UUID(value))
     except ValueError:
         raise ConfigError(f"{key}: expected a UUID, got {value!r}") from None
+
+
+def _deploy_key_id(ref: str) -> str:
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        raise ConfigError(f"GIT_DEPLOY_KEY_SECRET_REF: expected a Bitwarden secret id (UUID), got {ref!r}") from None
 
 
 class BitwardenProvider(SecretsProvider):
@@ -207,10 +217,7 @@ class BitwardenProvider(SecretsProvider):
 
     def fetch_deploy_key(self, ref: str) -> str:
         """The value of the secret whose id is `ref`."""
-        try:
-            secret_id = str(uuid.UUID(ref))
-        except ValueError:
-            raise ConfigError(f"GIT_DEPLOY_KEY_SECRET_REF: expected a Bitwarden secret id (UUID), got {ref!r}") from None
+        secret_id = _deploy_key_id(ref)
         bearer, org_key = self._login()
         what = f"getting deploy key secret {secret_id}"
         response = self.http.request(

@@ -220,6 +220,7 @@ def test_nothing_secret_in_logs(bitwarden_fake, bitwarden_account, bitwarden_set
         ({"BITWARDEN_ORGANIZATION_ID": "acme"}, "BITWARDEN_ORGANIZATION_ID: expected a UUID"),
         ({"BITWARDEN_API_URL": "http://bitwarden.example/api"}, "BITWARDEN_API_URL: plain http is only allowed"),
         ({"BITWARDEN_IDENTITY_URL": "https://user:pw@x/identity"}, "BITWARDEN_IDENTITY_URL: the URL must not contain credentials"),
+        ({"GIT_DEPLOY_KEY_SECRET_REF": "DEPLOY_KEY"}, "GIT_DEPLOY_KEY_SECRET_REF: expected a Bitwarden secret id (UUID)"),
     ],
 )
 def test_configuration_errors_name_the_key(bitwarden_settings, change, message):
