@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -94,6 +95,26 @@ def status_command(config_file: Path | None) -> None:
     for name, stack in sorted(state.get("stacks", {}).items()):
         click.echo(f"  {stack['action']:<9}  {name}  {stack.get('reason') or ''}".rstrip())
     sys.exit(0 if state["result"] == "ok" else 1)
+
+
+@main.command("trigger")
+@click.pass_obj
+def trigger_command(config_file: Path | None) -> None:
+    """Ask for a sync now (composeflux.path starts it) and return at once."""
+    from composeflux import trigger
+
+    directory = os.environ.get("TRIGGER_DIR", "").strip()
+    if not directory:
+        try:
+            directory = configuration.load_settings(config_file, os.environ, {}).get("TRIGGER_DIR", "").strip()
+        except ComposefluxError:
+            directory = ""  # composeflux.conf is not readable by triggering users: the default applies
+    try:
+        path = trigger.request_sync(Path(directory) if directory else trigger.DEFAULT_TRIGGER_DIR)
+    except trigger.TriggerError as exc:
+        click.echo(f"composeflux trigger: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"Sync requested ({path}); follow it with: journalctl -u composeflux -f")
 
 
 def run_sync(config_file: Path | None, dry_run: bool, allow_prune_all: bool, log_level, log_format, **overrides) -> int:
