@@ -76,3 +76,17 @@ def test_concurrent_requests_never_collide(tmp_path):
         thread.join()
     assert len(set(made)) == 200
     assert trigger.drain_requests(tmp_path) == 200
+
+
+def test_cli_trigger_uses_trigger_dir(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from composeflux import cli
+
+    monkeypatch.setenv("TRIGGER_DIR", str(tmp_path))
+    result = CliRunner().invoke(cli.main, ["--config", str(tmp_path / "missing.conf"), "trigger"])
+    assert result.exit_code == 0, result.output
+    assert len(list(tmp_path.iterdir())) == 1
+    monkeypatch.setenv("TRIGGER_DIR", str(tmp_path / "missing"))
+    result = CliRunner().invoke(cli.main, ["trigger"])
+    assert result.exit_code == 1

@@ -1,0 +1,363 @@
+"""End to end on a real Debian 13 (trixie) booted with systemd as PID 1 in a container.
+
+Builds the .deb from this checkout, boots a cached debootstrap image, installs the package with
+apt (which pulls docker.io and docker-compose from Debian), serves a Git repository from the host
+(a bare repository bind-mounted read-only) and checks the units do what composeflux(8) says.
+
+Opt-in (it takes a few minutes and needs root, dockerd, debootstrap and the Debian registry):
+    COMPOSEFLUX_E2E=1 /usr/bin/python3 -m pytest tests/e2e -v
+The tests in this module run in order and share one booted system.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PREFIX = "cfx-e2e-"
+LABEL = "composeflux.test=e2e"
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(os.environ.get("COMPOSEFLUX_E2E") != "1", reason="set COMPOSEFLUX_E2E=1 to boot Debian 13 (slow)"),
+]
+
+# The flags that boot systemd here (REFERENCE.md): no --privileged (no CAP_SYS_RESOURCE).
+BOOT_FLAGS = [
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock",
+]
+
+COMPOSE = """\
+services:
+  {name}:
+    image: cfx-e2e/busybox:latest
+    init: true
+    command: ["sleep", "3600"]
+    environment:
+      GREETING: "{greeting}"
+"""
+
+
+def run(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, text=True, capture_output=True, **kwargs)
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class System:
+    """The booted container."""
+
+    def __init__(self, name: str, workdir: Path):
+        self.name = name
+        self.workdir = workdir
+
+    def sh(self, script: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["docker", "exec", self.name, "bash", "-c", script],
+            text=True, capture_output=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"`{script}` failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def out(self, script: str) -> str:
+        return self.sh(script).stdout.strip()
+
+    def prop(self, unit: str, name: str) -> str:
+        return self.out(f"systemctl show -P {name} {unit}")
+
+    def idle(self) -> bool:
+        """The sync is not running and nothing is queued for it."""
+        return (
+            self.prop("composeflux.service", "ActiveState") in ("inactive", "failed")
+            and self.out("systemctl list-jobs --no-legend composeflux.service") == ""
+        )
+
+    def wait_idle(self, timeout=120):
+        wait_until(self.idle, timeout, "the sync to finish")
+
+    def env_of(self, container: str) -> list[str]:
+        result = self.sh(f"docker inspect -f '{{{{json .Config.Env}}}}' {container}", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else []
+
+    def container_id(self, container: str) -> str:
+        return self.out(f"docker inspect -f '{{{{.Id}}}}' {container}")
+
+    def running(self, container: str) -> bool:
+        result = self.sh(f"docker inspect -f '{{{{.State.Running}}}}' {container}", check=False)
+        return result.stdout.strip() == "true"
+
+    def invocations(self) -> list[str]:
+        """InvocationIDs of composeflux.service runs, oldest first."""
+        result = self.sh("journalctl -u composeflux -o json --output-fields=_SYSTEMD_INVOCATION_ID,INVOCATION_ID", check=False)
+        ids = []
+        for line in result.stdout.splitlines():
+            entry = json.loads(line)
+            value = entry.get("_SYSTEMD_INVOCATION_ID") or entry.get("INVOCATION_ID")
+            if value and value not in ids:
+                ids.append(value)
+        return ids
+
+
+class Repo:
+    """The host-side clone that pushes to the bare repository the system syncs from."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def git(self, *args):
+        return run("git", "-C", str(self.path), "-c", "user.name=e2e", "-c", "user.email=e2e@example.org", *args)
+
+    def write_stack(self, name: str, greeting: str):
+        directory = self.path / "stacks" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "compose.yaml").write_text(COMPOSE.format(name=name, greeting=greeting))
+
+    def commit_and_push(self, message: str):
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+        self.git("push", "-q", "origin", "HEAD:main")
+
+
+def cleanup_stale_containers():
+    """Containers of earlier, interrupted runs: ours only (label and name prefix)."""
+    listed = run("docker", "ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}", check=False)
+    for name in listed.stdout.split():
+        if name.startswith(PREFIX):
+            run("docker", "rm", "-f", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def deb(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    result = run(str(ROOT / "packaging" / "build-deb.sh"), str(out))
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return run(str(HERE / "build-rootfs.sh"), timeout=900).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Repo:
+    base = tmp_path_factory.mktemp("git")
+    bare = base / "stacks.git"
+    run("git", "init", "-q", "--bare", "-b", "main", str(bare))
+    run("git", "clone", "-q", str(bare), str(base / "work"))
+    repo = Repo(base / "work")
+    repo.git("checkout", "-q", "-b", "main")
+    repo.write_stack("web", "hello v1")
+    repo.write_stack("db", "db v1")
+    repo.commit_and_push("v1: web and db")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def system(deb, image, repo, tmp_path_factory):
+    if os.geteuid() != 0 or not shutil.which("docker"):
+        pytest.skip("needs root and a running dockerd")
+    cleanup_stale_containers()
+    workdir = tmp_path_factory.mktemp("e2e")
+    shutil.copy(deb, workdir / deb.name)
+    # The test image for the nested engine: a busybox-static root filesystem.
+    rootfs = workdir / "busybox"
+    (rootfs / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", rootfs / "bin" / "busybox")
+    for applet in ("sh", "sleep", "echo", "cat"):
+        (rootfs / "bin" / applet).symlink_to("busybox")
+    run("tar", "-C", str(rootfs), "-cf", str(workdir / "busybox.tar"), ".")
+
+    name = f"{PREFIX}{uuid.uuid4().hex[:8]}"
+    bare = repo.path.parent / "stacks.git"
+    run(
+        "docker", "run", "-d", "--name", name, "--label", LABEL, "--hostname", "cfx-e2e",
+        *BOOT_FLAGS,
+        "-v", f"{workdir}:/e2e:ro", "-v", f"{bare}:/srv/git/stacks.git:ro",
+        image, "/lib/systemd/systemd",
+    )
+    system = System(name, workdir)
+    try:
+        wait_until(
+            lambda: system.sh("systemctl is-system-running", check=False).stdout.strip() in ("running", "degraded"),
+            60, "systemd to boot",
+        )
+        system.sh(
+            """
+            set -e
+            # Nested engine: vfs on the container's overlay, no iptables, and a veth IPv6
+            # setting this kernel's container cannot change.
+            mkdir -p /etc/docker /etc/systemd/system/docker.service.d
+            echo '{"storage-driver":"vfs","iptables":false}' > /etc/docker/daemon.json
+            printf '[Service]\\nEnvironment=DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1\\n' \
+                > /etc/systemd/system/docker.service.d/cfx-e2e.conf
+            # The bind-mounted repository belongs to the host's root; git refuses other owners.
+            printf '[safe]\\n\\tdirectory = /srv/git/stacks.git\\n' > /etc/gitconfig
+            apt-get update -q
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q man-db /e2e/*.deb
+            docker import - cfx-e2e/busybox:latest < /e2e/busybox.tar
+            """,
+            timeout=600,
+        )
+        yield system
+    finally:
+        if os.environ.get("COMPOSEFLUX_E2E_KEEP") != "1":
+            run("docker", "rm", "-f", name, check=False)
+
+
+def test_package_is_lintian_clean(deb):
+    result = run("lintian", "--fail-on", "error,warning", str(deb), check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_installing_starts_nothing(system):
+    for unit in ("composeflux.timer", "composeflux.path"):
+        assert system.prop(unit, "UnitFileState") == "disabled"
+        assert system.prop(unit, "ActiveState") == "inactive"
+    assert system.prop("composeflux.service", "ActiveState") == "inactive"
+    assert system.invocations() == []
+    assert system.out("stat -c '%a %U:%G' /etc/composeflux/composeflux.conf") == "640 root:composeflux"
+    assert system.out("stat -c '%a %U:%G' /var/spool/composeflux") == "2770 composeflux:composeflux-trigger"
+    assert system.out("systemctl is-active docker") == "active"
+
+
+def test_enabling_the_timer_brings_the_stacks_up(system):
+    system.sh(
+        "printf 'GIT_REPO_URL=/srv/git/stacks.git\\nSTACK_PATH=stacks\\nLOG_LEVEL=DEBUG\\n'"
+        " >> /etc/composeflux/composeflux.conf"
+    )
+    system.sh("systemctl enable --now composeflux.timer")
+    assert system.prop("composeflux.path", "ActiveState") == "active"  # enabled with the timer
+    wait_until(lambda: system.running("web-web-1") and system.running("db-db-1"), 150, "web and db to run")
+    system.wait_idle()
+    assert "GREETING=hello v1" in system.env_of("web-web-1")
+    assert system.prop("composeflux.service", "Result") == "success"
+
+
+def test_push_and_trigger_deploys_through_the_path_unit(system, repo):
+    system.wait_idle()
+    before = len(system.invocations())
+    repo.write_stack("web", "hello v2")
+    repo.commit_and_push("v2: web")
+    # A member of composeflux-trigger may ask; somebody else may not.
+    system.sh("id alice >/dev/null 2>&1 || useradd -m -G composeflux-trigger alice")
+    system.sh("runuser -u alice -- composeflux trigger")
+    refused = system.sh("runuser -u nobody -- composeflux trigger", check=False)
+    assert refused.returncode != 0 and "composeflux-trigger" in refused.stderr
+    wait_until(lambda: "GREETING=hello v2" in system.env_of("web-web-1"), 60, "web to get v2")
+    system.wait_idle()
+    assert len(system.invocations()) > before
+    assert system.out("ls -A /var/spool/composeflux") == ""
+    assert "GREETING=db v1" in system.env_of("db-db-1")
+
+
+def test_requests_during_a_run_give_exactly_one_more_run(system):
+    # Slow the sync down after it has emptied the spool, so the requests land while it runs.
+    system.sh(
+        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 4\\n'"
+        " > /etc/systemd/system/composeflux.service.d/cfx-e2e-slow.conf && systemctl daemon-reload"
+    )
+    try:
+        system.wait_idle()
+        before = len(system.invocations())
+        system.sh("systemctl start --no-block composeflux.service")
+        wait_until(lambda: system.prop("composeflux.service", "ActiveState") == "activating", 10, "the sync to start")
+        time.sleep(1)
+        system.sh("for i in $(seq 20); do composeflux trigger; done")  # a burst, during the run
+        wait_until(lambda: len(system.invocations()) >= before + 2, 30, "a second run")
+        system.wait_idle(60)
+        time.sleep(2)  # would a third run start?
+        system.wait_idle(60)
+        assert len(system.invocations()) == before + 2
+        assert system.out("ls -A /var/spool/composeflux") == ""
+        assert system.prop("composeflux.path", "ActiveState") == "active"
+        assert system.prop("composeflux.service", "Result") == "success"
+    finally:
+        system.sh("rm -f /etc/systemd/system/composeflux.service.d/cfx-e2e-slow.conf && systemctl daemon-reload")
+
+
+def test_systemctl_start_composeflux_sync_runs_a_sync(system, repo):
+    system.wait_idle()
+    repo.write_stack("web", "hello v3")
+    repo.commit_and_push("v3: web")
+    before = len(system.invocations())
+    result = system.sh("systemctl start composeflux-sync", check=False)  # blocks until done
+    assert result.returncode == 0, result.stderr
+    assert len(system.invocations()) == before + 1
+    assert "GREETING=hello v3" in system.env_of("web-web-1")
+    status = system.sh("composeflux status", check=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+
+
+def test_journal_has_the_sync_with_structured_fields(system):
+    entries = [json.loads(line) for line in system.out("journalctl -u composeflux -o json").splitlines()]
+    own = [e for e in entries if e.get("_SYSTEMD_UNIT") == "composeflux.service" and e.get("_COMM") != "systemd"]
+    assert own, "no log lines of the sync itself under journalctl -u composeflux"
+    stacks = {e.get("COMPOSEFLUX_STACK") for e in own}
+    assert {"web", "db"} <= stacks
+    assert any(re.fullmatch(r"[0-9a-f]{40}", e.get("COMPOSEFLUX_COMMIT", "")) for e in own)
+    assert any(e.get("COMPOSEFLUX_ACTION") for e in own)
+    # The field filters people will use work as documented.
+    assert system.out("journalctl -u composeflux COMPOSEFLUX_STACK=web -o cat | wc -l") != "0"
+
+
+def test_a_failing_stack_fails_the_unit(system, repo):
+    system.wait_idle()
+    broken = repo.path / "stacks" / "broken"
+    broken.mkdir()
+    (broken / "compose.yaml").write_text("services:\n  bad:\n    image: cfx-e2e/busybox:latest\n    ports: ['not a port']\n")
+    repo.commit_and_push("broken stack")
+    result = system.sh("systemctl start composeflux-sync", check=False)
+    assert result.returncode != 0
+    assert system.prop("composeflux.service", "Result") == "exit-code"
+    assert system.prop("composeflux.service", "ExecMainStatus") == "1"
+    assert system.running("web-web-1") and system.running("db-db-1")  # the others carry on
+    shutil.rmtree(broken)
+    repo.commit_and_push("remove the broken stack")
+    assert system.sh("systemctl start composeflux-sync", check=False).returncode == 0
+
+
+def test_systemd_analyze_verify_and_security(system):
+    result = system.sh(
+        "systemd-analyze verify composeflux.service composeflux.timer composeflux.path composeflux-sync.service",
+        check=False,
+    )
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    report = system.out("systemd-analyze security --no-pager composeflux.service")
+    exposure = float(re.search(r"Overall exposure level for composeflux\.service: ([\d.]+)", report).group(1))
+    print(f"\nsystemd-analyze security composeflux.service: {exposure}")
+    assert exposure <= 2.0, report
+
+
+def test_purge_leaves_the_running_stacks_alone(system):
+    system.wait_idle()
+    ids = {name: system.container_id(name) for name in ("web-web-1", "db-db-1")}
+    system.sh("DEBIAN_FRONTEND=noninteractive apt-get purge -y -q composeflux")
+    for name, container_id in ids.items():
+        assert system.running(name) and system.container_id(name) == container_id
+    for path in ("/etc/composeflux", "/var/lib/composeflux", "/var/spool/composeflux"):
+        assert system.sh(f"test -e {path}", check=False).returncode != 0, f"{path} survived the purge"
+    assert system.prop("composeflux.timer", "LoadState") == "not-found"
+    assert system.out("systemctl is-active composeflux.timer composeflux.path || true").split() == ["inactive", "inactive"]
