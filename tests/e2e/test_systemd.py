@@ -276,7 +276,7 @@ def test_push_and_trigger_deploys_through_the_path_unit(system, repo):
 def test_requests_during_a_run_give_exactly_one_more_run(system):
     # Slow the sync down after it has emptied the spool, so the requests land while it runs.
     system.sh(
-        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 4\\n'"
+        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 6\\n'"
         " > /etc/systemd/system/composeflux.service.d/cfx-e2e-slow.conf && systemctl daemon-reload"
     )
     try:
@@ -285,7 +285,11 @@ def test_requests_during_a_run_give_exactly_one_more_run(system):
         system.sh("systemctl start --no-block composeflux.service")
         wait_until(lambda: system.prop("composeflux.service", "ActiveState") == "activating", 10, "the sync to start")
         time.sleep(1)
-        system.sh("for i in $(seq 20); do composeflux trigger; done")  # a burst, during the run
+        # A burst during the run: one through the CLI, twenty more in one process (twenty CLI
+        # starts would take longer than the run and rightly cause a third one).
+        system.sh("composeflux trigger")
+        system.sh("python3 -c 'from composeflux.trigger import request_sync\nfor _ in range(20): request_sync()'")
+        assert system.prop("composeflux.service", "ActiveState") == "activating", "the burst came too late"
         wait_until(lambda: len(system.invocations()) >= before + 2, 30, "a second run")
         system.wait_idle(60)
         time.sleep(2)  # would a third run start?
