@@ -7,7 +7,7 @@ import pytest
 
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import all_keys, provider_from_settings
-from tests.secrets.conftest import INFISICAL_EMPTY_PROJECT, INFISICAL_OTHER_PROJECT, infisical_state
+from tests.secrets.conftest import INFISICAL_EMPTY_PROJECT, INFISICAL_OTHER_PROJECT, FakeServer, infisical_state
 
 ALL_VALUES = ("value-db-pw-1", "value-api-key-1", "value-shared", "value-deploy", "client-secret-s3cr3t")
 
@@ -109,9 +109,8 @@ def test_server_that_never_answers_times_out(infisical_settings, silent_server):
 
 def test_https_is_verified(infisical_settings, test_ca, tmp_path):
     """An https server with a certificate from an unknown CA is refused without SECRETS_CA_BUNDLE."""
-    from tests.secrets.conftest import FakeServer
-
-    server = FakeServer("infisical_server.py", infisical_state(), tmp_path / "..", tls=test_ca[1:])
+    (tmp_path / "tls").mkdir()
+    server = FakeServer("infisical_server.py", infisical_state(), tmp_path / "tls", tls=test_ca[1:])
     try:
         settings = {**infisical_settings, "INFISICAL_SITE_URL": server.url}
         assert "TLS verification" in fetch_error(settings)
