@@ -7,7 +7,13 @@ import pytest
 
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import all_keys, provider_from_settings
-from tests.secrets.conftest import INFISICAL_EMPTY_PROJECT, INFISICAL_OTHER_PROJECT, FakeServer, infisical_state
+from tests.secrets.conftest import (
+    INFISICAL_EMPTY_PROJECT,
+    INFISICAL_OTHER_PROJECT,
+    INFISICAL_PROJECT,
+    FakeServer,
+    infisical_state,
+)
 
 ALL_VALUES = ("value-db-pw-1", "value-api-key-1", "value-shared", "value-deploy", "client-secret-s3cr3t")
 
@@ -138,7 +144,7 @@ def test_deploy_key_on_v3(infisical_fake, infisical_settings):
 
 def test_deploy_key_name_need_not_be_a_variable_name(infisical_fake, infisical_settings):
     state = infisical_state()
-    state["projects"][state_project(state)]["prod"]["/deploy"]["git-deploy-key"] = "value-deploy-2"
+    state["projects"][INFISICAL_PROJECT]["prod"]["/deploy"]["git-deploy-key"] = "value-deploy-2"
     infisical_fake.set_state(state)
     assert provider_from_settings(infisical_settings).fetch_deploy_key("/deploy/git-deploy-key") == "value-deploy-2"
 
@@ -150,14 +156,10 @@ def test_missing_deploy_key(infisical_settings):
 
 def test_invalid_secret_name_is_refused(infisical_fake, infisical_settings):
     state = infisical_state()
-    state["projects"][state_project(state)]["prod"]["/"] = {"not-a-name": "value-db-pw-1"}
+    state["projects"][INFISICAL_PROJECT]["prod"]["/"] = {"not-a-name": "value-db-pw-1"}
     infisical_fake.set_state(state)
     message = fetch_error(infisical_settings)
     assert "'not-a-name'" in message and "not a valid variable name" in message
-
-
-def state_project(state):
-    return next(iter(state["projects"]))
 
 
 def test_nothing_secret_in_logs(infisical_settings, caplog):
