@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from composeflux import __version__, config as configuration, report
+from composeflux import __version__, config as configuration, report, secrets
 from composeflux.errors import EXIT_INTERNAL, ComposefluxError
 from composeflux.lock import sync_lock
 from composeflux.report import CommitField, Masker, notify
@@ -19,7 +19,7 @@ from composeflux.sync import Sync
 log = logging.getLogger("composeflux")
 
 # Settings whose values are credentials: masked in every log line from the start.
-CREDENTIAL_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "CLIENT_ID")
+CREDENTIAL_SETTINGS = secrets.CREDENTIAL_KEYS | {"GIT_TOKEN"}
 
 
 def sync_options(function):
@@ -129,7 +129,7 @@ def run_sync(config_file: Path | None, dry_run: bool, allow_prune_all: bool, log
         log.error("Invalid configuration: %s", exc)
         notify(f"failed: invalid configuration: {exc}")
         return exc.exit_code
-    masker.add(value for key, value in config.settings.items() if any(m in key for m in CREDENTIAL_MARKERS))
+    masker.add(value for key, value in config.settings.items() if key in CREDENTIAL_SETTINGS)
     report.setup_logging(config.log_level, config.log_format, masker, commit_field)
 
     try:

@@ -134,11 +134,6 @@ def test_deploy_key_from_the_secrets_manager_clones_over_ssh(
     assert not (runtime / "deploy-key").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli.py masks every setting whose key contains SECRET, SECRETS_PROVIDER=infisical included; "
-    "mask composeflux.secrets.CREDENTIAL_KEYS (plus GIT_TOKEN) instead, then drop this marker",
-)
 def test_provider_errors_name_the_provider(cfx, repo, prefix, closed_port):
     cfx.settings(
         SECRETS_PROVIDER="infisical", INFISICAL_SITE_URL=f"http://{closed_port}", INFISICAL_CLIENT_ID="client-id-1",
