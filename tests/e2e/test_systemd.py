@@ -135,10 +135,10 @@ class Repo:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "compose.yaml").write_text(COMPOSE.format(name=name, greeting=greeting))
 
-    def commit_and_push(self, message: str):
+    def commit_and_push(self, message: str, branch: str = "main"):
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
-        self.git("push", "-q", "origin", "HEAD:main")
+        self.git("push", "-q", "origin", f"HEAD:{branch}")
 
 
 def cleanup_stale_containers():
@@ -216,8 +216,17 @@ def system(deb, image, repo, tmp_path_factory):
             # The bind-mounted repository belongs to the host's root; git refuses other owners.
             printf '[safe]\\n\\tdirectory = /srv/git/stacks.git\\n' > /etc/gitconfig
             apt-get update -q
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -q man-db /e2e/*.deb
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q man-db openssh-server /e2e/*.deb
             docker import - cfx-e2e/busybox:latest < /e2e/busybox.tar
+            # The repository is served over SSH by a git-shell user, so the sync exercises
+            # git + ssh inside the hardened unit. Key and known_hosts where the docs put them.
+            useradd -m -s /usr/bin/git-shell gitsrv
+            ssh-keygen -q -t ed25519 -N '' -C composeflux -f /etc/composeflux/id_ed25519
+            chgrp composeflux /etc/composeflux/id_ed25519 && chmod 0640 /etc/composeflux/id_ed25519
+            install -d -m 0700 -o gitsrv -g gitsrv ~gitsrv/.ssh
+            install -m 0600 -o gitsrv -g gitsrv /etc/composeflux/id_ed25519.pub ~gitsrv/.ssh/authorized_keys
+            systemctl is-active ssh || systemctl start ssh
+            ssh-keyscan -t ed25519 localhost > /etc/composeflux/known_hosts 2>/dev/null
             """,
             timeout=600,
         )
@@ -245,8 +254,8 @@ def test_installing_starts_nothing(system):
 
 def test_enabling_the_timer_brings_the_stacks_up(system):
     system.sh(
-        "printf 'GIT_REPO_URL=/srv/git/stacks.git\\nSTACK_PATH=stacks\\nLOG_LEVEL=DEBUG\\n'"
-        " >> /etc/composeflux/composeflux.conf"
+        "printf 'GIT_REPO_URL=gitsrv@localhost:/srv/git/stacks.git\\nSTACK_PATH=stacks\\nLOG_LEVEL=DEBUG\\n"
+        "GIT_SSH_KEY_PATH=/etc/composeflux/id_ed25519\\n' >> /etc/composeflux/composeflux.conf"
     )
     system.sh("systemctl enable --now composeflux.timer")
     assert system.prop("composeflux.path", "ActiveState") == "active"  # enabled with the timer
@@ -313,6 +322,46 @@ def test_systemctl_start_composeflux_sync_runs_a_sync(system, repo):
     assert "GREETING=hello v3" in system.env_of("web-web-1")
     status = system.sh("composeflux status", check=False)
     assert status.returncode == 0, status.stdout + status.stderr
+    # The sync's last sd_notify STATUS= (NotifyAccess=main), as `systemctl status` shows it.
+    print(f"\nStatusText after the run: {system.prop('composeflux.service', 'StatusText')!r}")
+
+
+def test_a_systemd_credential_overrides_the_configuration(system, repo):
+    """systemd-creds encrypt + LoadCredentialEncrypted= reach the sync as $CREDENTIALS_DIRECTORY/KEY."""
+    system.wait_idle()
+    # The documented command works here (host key; no TPM in a container).
+    system.sh(
+        """
+        set -e
+        mkdir -p /etc/credstore.encrypted
+        printf prod | systemd-creds encrypt --name=GIT_BRANCH - /etc/credstore.encrypted/GIT_BRANCH
+        test "$(systemd-creds decrypt --name=GIT_BRANCH /etc/credstore.encrypted/GIT_BRANCH -)" = prod
+        """
+    )
+    probe = system.sh(
+        "systemd-run --wait --pipe -q -p LoadCredential=PROBE:/etc/hostname sh -c 'cat \"$CREDENTIALS_DIRECTORY/PROBE\"'",
+        check=False,
+    )
+    if probe.returncode != 0:
+        # Measured here: systemd 257 in this unprivileged container sets $CREDENTIALS_DIRECTORY
+        # but cannot mount it, for any unit, hardened or not.
+        pytest.skip(f"systemd in this container cannot mount credential directories: {probe.stderr.strip()}")
+    repo.git("checkout", "-q", "-b", "prod")
+    repo.write_stack("web", "hello prod")
+    repo.commit_and_push("prod: web", branch="prod")
+    repo.git("checkout", "-q", "main")
+    system.sh(
+        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\n"
+        "LoadCredentialEncrypted=GIT_BRANCH:/etc/credstore.encrypted/GIT_BRANCH\\n'"
+        " > /etc/systemd/system/composeflux.service.d/cfx-e2e-cred.conf && systemctl daemon-reload"
+    )
+    try:
+        assert system.sh("systemctl start composeflux-sync", check=False).returncode == 0
+        assert "GREETING=hello prod" in system.env_of("web-web-1")
+    finally:
+        system.sh("rm -f /etc/systemd/system/composeflux.service.d/cfx-e2e-cred.conf && systemctl daemon-reload")
+    assert system.sh("systemctl start composeflux-sync", check=False).returncode == 0
+    assert "GREETING=hello v3" in system.env_of("web-web-1")
 
 
 def test_journal_has_the_sync_with_structured_fields(system):
