@@ -3,7 +3,7 @@
 #
 #   packaging/build-deb.sh [OUTDIR]          (default OUTDIR: ./dist)
 #
-# Needs: dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
+# Needs: build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
 # (and lintian for CFX_LINTIAN=1). Copies the files Git knows about (tracked, plus untracked ones
 # that are not ignored; so it also works in a fresh clone) into a temporary tree, installs
 # packaging/debian/ there as debian/ with the units from packaging/systemd/, runs

@@ -4,7 +4,7 @@
 set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH DEBIAN_FRONTEND=noninteractive
-packages="debootstrap dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db git busybox-static"
+packages="debootstrap build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db git busybox-static"
 missing=""
 for p in $packages; do
     dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"

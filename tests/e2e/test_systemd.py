@@ -404,6 +404,19 @@ def test_systemd_analyze_verify_and_security(system):
     assert exposure <= 2.0, report
 
 
+def test_upgrade_keeps_the_units_enabled_and_the_stacks_running(system):
+    system.wait_idle()
+    ids = {name: system.container_id(name) for name in ("web-web-1", "db-db-1")}
+    system.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q --reinstall /e2e/*.deb")
+    for unit in ("composeflux.timer", "composeflux.path"):
+        assert system.prop(unit, "UnitFileState") == "enabled"
+        assert system.prop(unit, "ActiveState") == "active"
+    assert system.out("stat -c '%a %U:%G' /etc/composeflux/composeflux.conf") == "640 root:composeflux"
+    assert "GIT_REPO_URL=gitsrv@localhost" in system.out("cat /etc/composeflux/composeflux.conf")
+    system.wait_idle()
+    assert {name: system.container_id(name) for name in ids} == ids
+
+
 def test_purge_leaves_the_running_stacks_alone(system):
     system.wait_idle()
     ids = {name: system.container_id(name) for name in ("web-web-1", "db-db-1")}
