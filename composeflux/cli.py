@@ -92,8 +92,10 @@ def status_command(config_file: Path | None) -> None:
     if state.get("commit"):
         click.echo(f"Commit:    {state['commit'][:12]} {state.get('subject', '')}")
     click.echo(f"Summary:   {state['summary']}")
-    for name, stack in sorted(state.get("stacks", {}).items()):
-        click.echo(f"  {stack['action']:<9}  {name}  {stack.get('reason') or ''}".rstrip())
+    stacks = state.get("stacks", {})
+    width = max(map(len, stacks), default=0)
+    for name, stack in sorted(stacks.items()):
+        click.echo(f"  {stack['action']:<9}  {name:<{width}}  {stack.get('reason') or ''}".rstrip())
     sys.exit(0 if state["result"] == "ok" else 1)
 
 
