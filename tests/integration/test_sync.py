@@ -495,3 +495,24 @@ def test_branch_change_and_interrupted_first_clone_converge(cfx, repo, prefix):
     result = cfx.sync("--branch", "staging")
     assert "branch staging" in result.stderr
     assert container_ids(f"{prefix}-staging-only") and not container_ids(f"{prefix}-main-only")
+
+
+def test_status_shows_the_last_result(cfx, repo, prefix):
+    import subprocess
+
+    from tests.conftest import PYTHON
+
+    def status():
+        return subprocess.run([PYTHON, "-m", "composeflux", "--config", str(cfx.config_file), "status"],
+                              capture_output=True, text=True, env=cfx.env)
+
+    assert status().returncode == 1 and "No sync has completed yet" in status().stdout
+    repo.add_stack(f"{prefix}-ok")
+    repo.write(f"{prefix}-broken/compose.yaml", "services: [\n")
+    commit = repo.commit("one good, one broken")
+    cfx.sync(expect=1)
+    shown = status()
+    assert shown.returncode == 1
+    assert "result: failed" in shown.stdout and commit[:12] in shown.stdout
+    assert re.search(rf"deploy\s+{prefix}-ok\s+new", shown.stdout)
+    assert re.search(rf"failed\s+{prefix}-broken\s+docker compose config failed", shown.stdout)
