@@ -323,7 +323,9 @@ def test_systemctl_start_composeflux_sync_runs_a_sync(system, repo):
     status = system.sh("composeflux status", check=False)
     assert status.returncode == 0, status.stdout + status.stderr
     # The sync's last sd_notify STATUS= (NotifyAccess=main), as `systemctl status` shows it.
-    print(f"\nStatusText after the run: {system.prop('composeflux.service', 'StatusText')!r}")
+    status_text = system.prop("composeflux.service", "StatusText")
+    print(f"\nStatusText after the run: {status_text!r}")
+    assert status_text, "no sd_notify STATUS= reached systemd"
 
 
 def test_a_systemd_credential_overrides_the_configuration(system, repo):
