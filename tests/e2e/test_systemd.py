@@ -341,6 +341,19 @@ def test_systemctl_start_composeflux_sync_runs_a_sync(system, repo):
     assert status_text, "no sd_notify STATUS= reached systemd"
 
 
+def test_dry_run_by_hand_as_the_service_user(system):
+    """The command composeflux(8) and docs/systemd.md give for a manual dry run."""
+    system.wait_idle()
+    result = system.sh(
+        "setpriv --reuid=composeflux --regid=composeflux --groups=docker --reset-env composeflux sync --dry-run",
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "unchanged" in result.stdout
+    # Nothing in the state directory is out of the service's reach afterwards.
+    assert system.out("find /var/lib/composeflux ! -user composeflux | head -1") == ""
+
+
 def test_a_systemd_credential_overrides_the_configuration(system, repo):
     """systemd-creds encrypt + LoadCredentialEncrypted= reach the sync as $CREDENTIALS_DIRECTORY/KEY."""
     system.wait_idle()
