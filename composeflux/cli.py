@@ -133,6 +133,8 @@ def run_sync(config_file: Path | None, dry_run: bool, allow_prune_all: bool, log
         return exc.exit_code
     masker.add(value for key, value in config.settings.items() if key in CREDENTIAL_SETTINGS)
     report.setup_logging(config.log_level, config.log_format, masker, commit_field)
+    if not dry_run:
+        _drain_trigger_requests(config)
 
     try:
         with sync_lock(config.state_dir, config.lock_timeout):
@@ -157,6 +159,20 @@ def run_sync(config_file: Path | None, dry_run: bool, allow_prune_all: bool, log
     log.info("%s", summary)
     notify(summary)
     return result.exit_code
+
+
+def _drain_trigger_requests(config: configuration.Config) -> None:
+    """Empty the trigger spool before fetching: requests from now on start another sync
+    (composeflux.path). Under systemd the unit's ExecStartPre has already done it."""
+    from composeflux import trigger
+
+    try:
+        drained = trigger.drain_requests(config.trigger_dir or trigger.DEFAULT_TRIGGER_DIR)
+    except trigger.TriggerError as exc:
+        log.warning("Trigger spool: %s", exc)
+        return
+    if drained:
+        log.debug("This sync answers %d trigger request(s)", drained)
 
 
 def _record_failure(config: configuration.Config, message: str, dry_run: bool) -> None:

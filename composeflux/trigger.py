@@ -70,6 +70,8 @@ def drain_requests(trigger_dir: Path | str = DEFAULT_TRIGGER_DIR) -> int:
         entries = list(os.scandir(trigger_dir))
     except (FileNotFoundError, NotADirectoryError):
         return 0
+    except PermissionError:
+        raise TriggerError(f"not allowed to read {trigger_dir}; requests stay queued") from None
     removed = 0
     for entry in entries:
         try:
