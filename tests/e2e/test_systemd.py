@@ -296,17 +296,25 @@ def test_push_and_trigger_deploys_through_the_path_unit(system, repo):
 
 
 def test_requests_during_a_run_give_exactly_one_more_run(system):
-    # Slow the sync down after it has emptied the spool, so the requests land while it runs.
+    # Keep the unit running after the sync has drained the spool and deployed (ExecStartPost=),
+    # so the requests certainly land during the run and after the drain.
     system.sh(
-        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\nExecStartPre=/bin/sleep 6\\n'"
+        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\nExecStartPost=/bin/sleep 6\\n'"
         " > /etc/systemd/system/composeflux.service.d/cfx-e2e-slow.conf && systemctl daemon-reload"
     )
+
+    def in_post():
+        if system.prop("composeflux.service", "ActiveState") != "activating":
+            return False
+        started = int(system.prop("composeflux.service", "InactiveExitTimestampMonotonic") or 0)
+        main_exited = int(system.prop("composeflux.service", "ExecMainExitTimestampMonotonic") or 0)
+        return main_exited > started
+
     try:
         system.wait_idle()
         before = len(system.invocations())
         system.sh("systemctl start --no-block composeflux.service")
-        wait_until(lambda: system.prop("composeflux.service", "ActiveState") == "activating", 10, "the sync to start")
-        time.sleep(1)
+        wait_until(in_post, 60, "the sync to finish its main process", interval=0.2)
         # A burst during the run: one through the CLI, twenty more in one process (twenty CLI
         # starts would take longer than the run and rightly cause a third one).
         system.sh("composeflux trigger")
