@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from composeflux import secrets
+from composeflux.settings import boolean, choice, seconds
 from composeflux.secrets.envfile import parse_env_text
 from composeflux.errors import ConfigError
 
@@ -54,8 +55,6 @@ CORE_KEYS = frozenset(
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 HOST_KEY_CHECKING = ("yes", "accept-new")
-TRUE_WORDS = ("1", "true", "yes", "on")
-FALSE_WORDS = ("0", "false", "no", "off")
 BRANCH_PATTERN = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$")
 
 
@@ -152,38 +151,6 @@ def load_settings(
     return settings
 
 
-def _bool(settings: Mapping[str, str], key: str, default: bool) -> bool:
-    raw = settings.get(key, "").strip().lower()
-    if not raw:
-        return default
-    if raw in TRUE_WORDS:
-        return True
-    if raw in FALSE_WORDS:
-        return False
-    raise ConfigError(f"{key}: expected true or false, got {raw!r}")
-
-
-def _seconds(settings: Mapping[str, str], key: str, default: float) -> float:
-    raw = settings.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
-    if value < 0:
-        raise ConfigError(f"{key}: must not be negative")
-    return value
-
-
-def _choice(settings: Mapping[str, str], key: str, choices: tuple[str, ...], default: str) -> str:
-    raw = settings.get(key, "").strip() or default
-    for choice in choices:
-        if raw.lower() == choice.lower():
-            return choice
-    raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {raw!r}")
-
-
 def _split_credentials(url: str) -> tuple[str, str | None, str | None]:
     """Return the URL without user:password@, plus the user and password it carried."""
     parts = urllib.parse.urlsplit(url)
@@ -263,15 +230,15 @@ def load(
         stack_config_file=stack_config_file,
         ssh_key_path=Path(ssh_key) if ssh_key else None,
         ssh_known_hosts=Path(settings.get("GIT_SSH_KNOWN_HOSTS", "").strip() or DEFAULT_KNOWN_HOSTS),
-        ssh_host_key_checking=_choice(settings, "GIT_SSH_HOST_KEY_CHECKING", HOST_KEY_CHECKING, "yes"),
+        ssh_host_key_checking=choice(settings, "GIT_SSH_HOST_KEY_CHECKING", HOST_KEY_CHECKING, "yes"),
         https_username=settings.get("GIT_USERNAME", "").strip() or url_user,
         https_token=token or None,
-        remove_orphans=_bool(settings, "REMOVE_ORPHANS", True),
-        allow_prune_all=_bool(settings, "ALLOW_PRUNE_ALL", False),
-        lock_timeout=_seconds(settings, "LOCK_TIMEOUT", 600.0),
-        deploy_timeout=_seconds(settings, "DEPLOY_TIMEOUT", 600.0),
-        log_level=_choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
-        log_format=_choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
+        remove_orphans=boolean(settings, "REMOVE_ORPHANS", True),
+        allow_prune_all=boolean(settings, "ALLOW_PRUNE_ALL", False),
+        lock_timeout=seconds(settings, "LOCK_TIMEOUT", 600.0),
+        deploy_timeout=seconds(settings, "DEPLOY_TIMEOUT", 600.0),
+        log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
+        log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,
         runtime_dir=_runtime_dir(environ),
         trigger_dir=Path(trigger_raw) if trigger_raw else None,

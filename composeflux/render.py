@@ -24,7 +24,6 @@ import secrets as random
 from collections.abc import Mapping
 from pathlib import Path
 
-from composeflux import __version__
 from composeflux.compose import Compose, unset_variables
 from composeflux.gitsource import Checkout
 from composeflux.stacks import Stack

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import requests
 
 from composeflux.errors import ConfigError, SecretsError
+from composeflux.settings import seconds
 
 DEFAULT_TIMEOUT = 10.0  # seconds, per connection attempt and per read
 MAX_SERVER_MESSAGE = 200  # characters of a server's error message worth quoting
@@ -46,15 +47,7 @@ def _is_loopback(host: str) -> bool:
 
 def connection_settings(settings: Mapping[str, str]) -> tuple[float, str | bool]:
     """(timeout, requests' verify=) from SECRETS_TIMEOUT and SECRETS_CA_BUNDLE."""
-    raw_timeout = settings.get("SECRETS_TIMEOUT", "").strip()
-    timeout = DEFAULT_TIMEOUT
-    if raw_timeout:
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            raise ConfigError(f"SECRETS_TIMEOUT: expected seconds, got {raw_timeout!r}") from None
-        if not 0 < timeout <= 300:
-            raise ConfigError("SECRETS_TIMEOUT: must be more than 0 and at most 300 seconds")
+    timeout = seconds(settings, "SECRETS_TIMEOUT", DEFAULT_TIMEOUT, allow_zero=False, maximum=300)
     ca_bundle = settings.get("SECRETS_CA_BUNDLE", "").strip()
     if ca_bundle and not os.path.isfile(ca_bundle):
         raise ConfigError(f"SECRETS_CA_BUNDLE: {ca_bundle} is not a file")

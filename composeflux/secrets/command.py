@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import SecretsProvider, all_keys
 from composeflux.secrets.envfile import is_valid_name, parse_env_text
+from composeflux.settings import seconds
 
 log = logging.getLogger("composeflux.secrets")
 
@@ -34,15 +35,7 @@ def from_settings(settings: Mapping[str, str]) -> CommandProvider:
     command = settings.get("SECRETS_COMMAND", "").strip()
     if not command:
         raise ConfigError("SECRETS_COMMAND: required when SECRETS_PROVIDER=command")
-    raw_timeout = settings.get("SECRETS_COMMAND_TIMEOUT", "").strip()
-    timeout = DEFAULT_TIMEOUT
-    if raw_timeout:
-        try:
-            timeout = float(raw_timeout)
-        except ValueError:
-            raise ConfigError(f"SECRETS_COMMAND_TIMEOUT: expected seconds, got {raw_timeout!r}") from None
-        if not 0 < timeout <= 3600:
-            raise ConfigError("SECRETS_COMMAND_TIMEOUT: must be more than 0 and at most 3600 seconds")
+    timeout = seconds(settings, "SECRETS_COMMAND_TIMEOUT", DEFAULT_TIMEOUT, allow_zero=False, maximum=3600)
     hidden = set(settings) | all_keys() | {"NOTIFY_SOCKET"}
     return CommandProvider(command, timeout, hidden)
 

@@ -335,7 +335,7 @@ def test_compose_include_extends_env_file_and_configs(cfx, repo, prefix):
     name = f"{prefix}-features"
     repo.write("shared/base.yaml", service_yaml(("base",)))
     repo.write("shared/common.env", "FROM_ENV_FILE=1\n")
-    repo.write(f"{name}/compose.yaml", f"""\
+    repo.write(f"{name}/compose.yaml", """\
         include:
           - sidecar.yaml
         services:

@@ -180,7 +180,7 @@ def test_nothing_secret_in_logs(infisical_settings, caplog):
         ({"INFISICAL_SITE_URL": "http://infisical.example"}, "INFISICAL_SITE_URL: plain http is only allowed to localhost"),
         ({"INFISICAL_SITE_URL": "ftp://x"}, "INFISICAL_SITE_URL: expected an https:// URL"),
         ({"INFISICAL_SECRET_PATH": "app"}, "INFISICAL_SECRET_PATH: 'app' must start with /"),
-        ({"SECRETS_TIMEOUT": "soon"}, "SECRETS_TIMEOUT: expected seconds"),
+        ({"SECRETS_TIMEOUT": "soon"}, "SECRETS_TIMEOUT: expected a number of seconds"),
         ({"SECRETS_CA_BUNDLE": "/nonexistent/ca.pem"}, "SECRETS_CA_BUNDLE: /nonexistent/ca.pem is not a file"),
     ],
 )

@@ -170,7 +170,7 @@ def test_command_deploy_key_reuses_the_fetched_output(tmp_path):
 def test_command_settings_are_validated():
     with pytest.raises(ConfigError, match="^SECRETS_COMMAND: required when SECRETS_PROVIDER=command"):
         provider_from_settings({"SECRETS_PROVIDER": "command"})
-    with pytest.raises(ConfigError, match="^SECRETS_COMMAND_TIMEOUT: expected seconds"):
+    with pytest.raises(ConfigError, match="^SECRETS_COMMAND_TIMEOUT: expected a number of seconds"):
         command_provider("true", SECRETS_COMMAND_TIMEOUT="later")
     with pytest.raises(ConfigError, match="^SECRETS_COMMAND_TIMEOUT: must be more than 0"):
         command_provider("true", SECRETS_COMMAND_TIMEOUT="0")

@@ -1,0 +1,44 @@
+"""Typed readers for settings (the merged KEY=VALUE mapping), with errors that name the key."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from composeflux.errors import ConfigError
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+def boolean(settings: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = settings.get(key, "").strip().lower()
+    if not raw:
+        return default
+    if raw in TRUE_WORDS:
+        return True
+    if raw in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{key}: expected true or false, got {raw!r}")
+
+
+def seconds(settings: Mapping[str, str], key: str, default: float, *, allow_zero: bool = True, maximum: float | None = None) -> float:
+    raw = settings.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+    if value < 0 or (value == 0 and not allow_zero) or (maximum is not None and value > maximum):
+        lower = "at least 0" if allow_zero else "more than 0"
+        upper = f" and at most {maximum:g}" if maximum is not None else ""
+        raise ConfigError(f"{key}: must be {lower}{upper} seconds")
+    return value
+
+
+def choice(settings: Mapping[str, str], key: str, choices: tuple[str, ...], default: str) -> str:
+    raw = settings.get(key, "").strip() or default
+    for option in choices:
+        if raw.lower() == option.lower():
+            return option
+    raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {raw!r}")
