@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 
 import requests
 
+import composeflux
+
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.settings import seconds
 
@@ -57,13 +59,13 @@ def connection_settings(settings: Mapping[str, str]) -> tuple[float, str | bool]
 class HttpClient:
     """requests.Session wrapper: bounded timeouts, verification on, no redirects, no leaks."""
 
-    def __init__(self, provider: str, timeout: float, verify: str | bool, user_agent: str):
+    def __init__(self, provider: str, timeout: float, verify: str | bool):
         self.provider = provider
         self.timeout = timeout
         # Passed with each request: a Session.verify would lose to $REQUESTS_CA_BUNDLE.
         self.verify = verify
         self.session = requests.Session()
-        self.session.headers["User-Agent"] = user_agent
+        self.session.headers["User-Agent"] = f"composeflux/{composeflux.__version__}"
         # Strings that must never appear in an error message (tokens, client secrets).
         self.sensitive: set[str] = set()
 

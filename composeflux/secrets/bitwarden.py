@@ -31,7 +31,6 @@ from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-import composeflux
 from composeflux.errors import ConfigError
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
@@ -181,7 +180,7 @@ class BitwardenProvider(SecretsProvider):
         self.organization_id = organization_id
         self.api_url = api_url
         self.identity_url = identity_url
-        self.http = HttpClient(self.name, timeout, verify, f"composeflux/{composeflux.__version__}")
+        self.http = HttpClient(self.name, timeout, verify)
         self.http.sensitive.add(token.client_secret)
         self._session: tuple[str, SymmetricKey] | None = None  # (bearer token, org key)
 

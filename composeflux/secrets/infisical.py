@@ -14,7 +14,6 @@ import logging
 import urllib.parse
 from collections.abc import Mapping
 
-import composeflux
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
@@ -80,7 +79,7 @@ class InfisicalProvider(SecretsProvider):
         self.project_id = project_id
         self.environment = environment
         self.paths = paths
-        self.http = HttpClient(self.name, timeout, verify, f"composeflux/{composeflux.__version__}")
+        self.http = HttpClient(self.name, timeout, verify)
         self.http.sensitive.add(client_secret)
         self._token: str | None = None
         # Set once v4 turned out to be missing, so the rest of this sync goes straight to v3.
