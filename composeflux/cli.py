@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from composeflux import __version__, config as configuration, report, secrets
+from composeflux import __version__, config as configuration, report, secrets, trigger
 from composeflux.errors import EXIT_INTERNAL, ComposefluxError
 from composeflux.lock import sync_lock
 from composeflux.report import CommitField, Masker, notify
@@ -103,8 +103,6 @@ def status_command(config_file: Path | None) -> None:
 @click.pass_obj
 def trigger_command(config_file: Path | None) -> None:
     """Ask for a sync now (composeflux.path starts it) and return at once."""
-    from composeflux import trigger
-
     directory = os.environ.get("TRIGGER_DIR", "").strip()
     if not directory:
         try:
@@ -164,8 +162,6 @@ def run_sync(config_file: Path | None, dry_run: bool, allow_prune_all: bool, log
 def _drain_trigger_requests(config: configuration.Config) -> None:
     """Empty the trigger spool before fetching: requests from now on start another sync
     (composeflux.path). Under systemd the unit's ExecStartPre has already done it."""
-    from composeflux import trigger
-
     try:
         drained = trigger.drain_requests(config.trigger_dir or trigger.DEFAULT_TRIGGER_DIR)
     except trigger.TriggerError as exc:
