@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from composeflux import engine
 from composeflux.compose import Compose, Result
-from composeflux.engine import DeployedStack
-from composeflux.render import RenderedStack
-from composeflux.report import ACTION, STACK
+from composeflux.deployed import COMMIT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE, SERVICE_HASH, STACK_HASH, DeployedStack
+from composeflux.logs import ACTION, STACK
+from composeflux.rendered import RenderedStack
+from composeflux.stacks import Stack
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ class ApplyError(Exception):
     """A stack could not be deployed or pruned; the message is already masked."""
 
 
-def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str) -> dict:
+def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str) -> dict[str, Any]:
     """The rendered project with composeflux's labels on every service.
 
     A service whose hash did not change keeps the stack-hash and commit labels its containers
@@ -27,23 +29,23 @@ def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, co
     project = copy.deepcopy(rendered.project)
     running = deployed.services() if deployed else {}
     for name, service in (project.get("services") or {}).items():
-        digest = rendered.service_hashes.get(name, "")
+        digest = rendered.hashes.service_hashes.get(name, "")
         existing = running.get(name) or []
         if digest and existing and all(c.service_hash == digest for c in existing):
-            stack_hash = existing[0].labels.get(engine.STACK_HASH, rendered.stack_hash)
-            created_from = existing[0].labels.get(engine.COMMIT, commit)
+            stack_hash = existing[0].labels.get(STACK_HASH, rendered.hashes.stack_hash)
+            created_from = existing[0].labels.get(COMMIT, commit)
         else:
-            stack_hash, created_from = rendered.stack_hash, commit
+            stack_hash, created_from = rendered.hashes.stack_hash, commit
         labels = service.get("labels") or {}
         if isinstance(labels, list):  # the "KEY=value" list form
             labels = dict(item.split("=", 1) if "=" in item else (item, "") for item in labels)
         labels.update(
             {
-                engine.MANAGED_BY: engine.MANAGED_BY_VALUE,
-                engine.INSTANCE: instance_id,
-                engine.SERVICE_HASH: digest,
-                engine.STACK_HASH: stack_hash,
-                engine.COMMIT: created_from,
+                MANAGED_BY: MANAGED_BY_VALUE,
+                INSTANCE: instance_id,
+                SERVICE_HASH: digest,
+                STACK_HASH: stack_hash,
+                COMMIT: created_from,
             }
         )
         service["labels"] = labels
@@ -51,14 +53,14 @@ def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, co
 
 
 class Applier:
-    def __init__(self, compose: Compose, env: dict[str, str], mask, remove_orphans: bool, timeout: float):
+    def __init__(self, compose: Compose, env: Mapping[str, str], mask: Callable[[str], str], remove_orphans: bool, timeout: float) -> None:
         self.compose = compose
         self.env = env
         self.mask = mask
         self.remove_orphans = remove_orphans
         self.timeout = timeout
 
-    def deploy(self, stack, project: dict) -> None:
+    def deploy(self, stack: Stack, project: dict[str, Any]) -> None:
         result = self.compose.up(stack.name, stack.directory, project, self.env, self.remove_orphans, self.timeout)
         self._log_output(stack.name, "deploy", result)
         if result.returncode != 0:

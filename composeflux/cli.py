@@ -1,28 +1,34 @@
-"""Command line: a thin layer over composeflux.sync. See composeflux(8)."""
+"""Command line: parse options, set up logging, load the configuration, run, exit with the status.
+
+One sync is composeflux.sync.run; `status` reads composeflux.state. See composeflux(8).
+"""
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
-from composeflux import __version__, config as configuration, report, secrets, trigger
-from composeflux.errors import EXIT_INTERNAL, ComposefluxError
-from composeflux.lock import sync_lock
-from composeflux.report import CommitField, Masker, notify
-from composeflux.sync import Sync
+from composeflux import __version__, logs, state, trigger
+from composeflux import config as configuration
+from composeflux.errors import ComposefluxError, ExitStatus, exit_status
+from composeflux.masking import Masker
+from composeflux.sdnotify import Notifier
 
 log = logging.getLogger("composeflux")
 
-# Settings whose values are credentials: masked in every log line from the start.
-CREDENTIAL_SETTINGS = secrets.CREDENTIAL_KEYS | {"GIT_TOKEN"}
+F = TypeVar("F", bound=Callable[..., Any])
+
+# --repo-url and friends -> the setting each one overrides.
+OVERRIDES = {"repo_url": "GIT_REPO_URL", "branch": "GIT_BRANCH", "stack_path": "STACK_PATH", "clone_path": "GIT_CLONE_PATH"}
 
 
-def sync_options(function):
+def sync_options(function: F) -> F:
     """The options shared by `composeflux sync` and `composeflux-sync`."""
     options = [
         click.option("--dry-run", is_flag=True, help="Print the plan (deploy / unchanged / prune / failed, and why) and change no stack."),
@@ -59,7 +65,7 @@ def main(context: click.Context, config_file: Path | None) -> None:
 @main.command("sync")
 @sync_options
 @click.pass_obj
-def sync_command(config_file: Path | None, **options) -> None:
+def sync_command(config_file: Path | None, **options: Any) -> None:
     """Run one complete sync, then exit."""
     sys.exit(run_sync(config_file, **options))
 
@@ -68,7 +74,7 @@ def sync_command(config_file: Path | None, **options) -> None:
 @click.version_option(__version__, "--version", prog_name="composeflux-sync")
 @config_option
 @sync_options
-def sync_main(config_file: Path | None, **options) -> None:
+def sync_main(config_file: Path | None, **options: Any) -> None:
     """Run one complete composeflux sync, then exit (same as `composeflux sync`)."""
     sys.exit(run_sync(config_file, **options))
 
@@ -77,26 +83,29 @@ def sync_main(config_file: Path | None, **options) -> None:
 @click.pass_obj
 def status_command(config_file: Path | None) -> None:
     """Show the result of the last sync."""
-    masker, commit_field = Masker(), CommitField()
-    report.setup_logging("INFO", "text", masker, commit_field)
+    logs.setup_logging("INFO", "text", Masker())
     try:
         config = configuration.load(config_file)
     except ComposefluxError as exc:
         log.error("%s", exc)
-        sys.exit(exc.exit_code)
-    state = report.read_state(config.state_dir)
-    if state is None:
-        click.echo(f"No sync has completed yet ({config.state_dir / report.STATE_FILE} does not exist).")
+        sys.exit(exit_status(exc))
+    saved = state.read(config.state_dir)
+    last = saved.last_sync
+    if last is None:
+        click.echo(f"No sync has completed yet ({config.state_dir / state.STATE_FILE} does not exist).")
         sys.exit(1)
-    click.echo(f"Last sync: {state['time']}  result: {state['result']}")
-    if state.get("commit"):
-        click.echo(f"Commit:    {state['commit'][:12]} {state.get('subject', '')}")
-    click.echo(f"Summary:   {state['summary']}")
-    stacks = state.get("stacks", {})
-    width = max(map(len, stacks), default=0)
-    for name, stack in sorted(stacks.items()):
-        click.echo(f"  {stack['action']:<9}  {name:<{width}}  {stack.get('reason') or ''}".rstrip())
-    sys.exit(0 if state["result"] == "ok" else 1)
+    click.echo(f"Last sync: {last.time}  result: {last.result}")
+    if last.commit:
+        click.echo(f"Commit:    {last.commit[:12]} {last.subject or ''}".rstrip())
+    click.echo(f"Summary:   {last.summary}")
+    width = max(map(len, last.stacks), default=0)
+    for name, stack in sorted(last.stacks.items()):
+        why = stack.get("error") or stack.get("reason") or ""
+        record = saved.stacks.get(name)
+        if record and record.consecutive_failures > 1:
+            why += f" (failed {record.consecutive_failures} syncs in a row, since {record.failing_since})"
+        click.echo(f"  {stack.get('action') or '?':<9}  {name:<{width}}  {why}".rstrip())
+    sys.exit(0 if last.result == "ok" else 1)
 
 
 @main.command("trigger")
@@ -117,72 +126,26 @@ def trigger_command(config_file: Path | None) -> None:
     click.echo(f"Sync requested ({path}); follow it with: journalctl -u composeflux -f")
 
 
-def run_sync(config_file: Path | None, dry_run: bool, allow_prune_all: bool, log_level, log_format, **overrides) -> int:
-    masker, commit_field = Masker(), CommitField()
-    report.setup_logging((log_level or "INFO").upper(), (log_format or "text").lower(), masker, commit_field)
-    keys = {"repo_url": "GIT_REPO_URL", "branch": "GIT_BRANCH", "stack_path": "STACK_PATH", "clone_path": "GIT_CLONE_PATH"}
-    settings_overrides = {keys[name]: value for name, value in overrides.items()}
+def run_sync(
+    config_file: Path | None,
+    dry_run: bool,
+    allow_prune_all: bool,
+    log_level: str | None,
+    log_format: str | None,
+    **overrides: str | None,
+) -> ExitStatus:
+    masker = Masker()
+    commit_field = logs.setup_logging((log_level or "INFO").upper(), (log_format or "text").lower(), masker)
+    settings_overrides = {OVERRIDES[name]: value for name, value in overrides.items()}
     settings_overrides.update({"LOG_LEVEL": log_level, "LOG_FORMAT": log_format})
     try:
         config = configuration.load(config_file, overrides=settings_overrides)
     except ComposefluxError as exc:
         log.error("Invalid configuration: %s", exc)
-        notify(f"failed: invalid configuration: {exc}")
-        return exc.exit_code
-    masker.add(value for key, value in config.settings.items() if key in CREDENTIAL_SETTINGS)
-    report.setup_logging(config.log_level, config.log_format, masker, commit_field)
-    if not dry_run:
-        _drain_trigger_requests(config)
+        Notifier(masker)(f"failed: invalid configuration: {exc}")
+        return exit_status(exc)
+    logs.setup_logging(config.log_level, config.log_format, config.masker, commit_field)
 
-    try:
-        with sync_lock(config.state_dir, config.lock_timeout):
-            result = Sync(config, masker, commit_field, dry_run=dry_run, allow_prune_all=allow_prune_all).run()
-    except ComposefluxError as exc:
-        message = masker(str(exc))
-        log.error("Sync failed, nothing was changed: %s", message)
-        notify(f"failed: {message}")
-        _record_failure(config, message, dry_run)
-        return exc.exit_code
-    except Exception:  # a bug: say so loudly, but never with a secret in the traceback
-        log.exception("Sync failed with an internal error")
-        notify("failed: internal error")
-        return EXIT_INTERNAL
+    from composeflux import sync  # Git and Compose: loaded only for a sync, not for --version or status
 
-    if dry_run:
-        for line in result.plan.lines():
-            click.echo(masker(line))
-        summary = "dry run: " + result.plan_summary()
-    else:
-        summary = result.summary()
-    log.info("%s", summary)
-    notify(summary)
-    return result.exit_code
-
-
-def _drain_trigger_requests(config: configuration.Config) -> None:
-    """Empty the trigger spool before fetching: requests from now on start another sync
-    (composeflux.path). Under systemd the unit's ExecStartPre has already done it."""
-    try:
-        drained = trigger.drain_requests(config.trigger_dir or trigger.DEFAULT_TRIGGER_DIR)
-    except trigger.TriggerError as exc:
-        log.warning("Trigger spool: %s", exc)
-        return
-    if drained:
-        log.debug("This sync answers %d trigger request(s)", drained)
-
-
-def _record_failure(config: configuration.Config, message: str, dry_run: bool) -> None:
-    if dry_run:
-        return
-    try:
-        report.write_state(
-            config.state_dir,
-            {
-                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "result": "error",
-                "summary": f"sync failed, nothing was changed: {message}",
-                "stacks": {},
-            },
-        )
-    except OSError as exc:
-        log.warning("Cannot record the failure in %s: %s", config.state_dir, exc)
+    return sync.run(config, sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all), commit_field=commit_field)

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from composeflux.errors import EngineError
 
@@ -31,7 +32,7 @@ class Result:
 
 
 class Compose:
-    def __init__(self, environ: Mapping[str, str] | None = None):
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         environ = os.environ if environ is None else environ
         self.base_env = {key: environ[key] for key in PASSTHROUGH if key in environ}
         docker = shutil.which("docker", path=self.base_env.get("PATH"))
@@ -57,7 +58,7 @@ class Compose:
             arguments += ["-f", str(file)]
         return self._run(arguments + ["config", "--format", "json"], env=env, cwd=directory, timeout=120)
 
-    def up(self, project: str, directory: Path, rendered: dict, env: Mapping[str, str], remove_orphans: bool, timeout: float) -> Result:
+    def up(self, project: str, directory: Path, rendered: dict[str, Any], env: Mapping[str, str], remove_orphans: bool, timeout: float) -> Result:
         """Deploy a rendered project fed on stdin: nothing is written to disk, no value is an argument."""
         arguments = ["-p", project, "--project-directory", str(directory), "-f", "-", "up", "--detach"]
         if remove_orphans:

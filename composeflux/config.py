@@ -9,6 +9,7 @@ Sources, later ones win:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import logging
@@ -19,9 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from composeflux import secrets
-from composeflux.settings import boolean, choice, seconds
-from composeflux.secrets.envfile import parse_env_text
+from composeflux.envfile import parse_env_text
 from composeflux.errors import ConfigError
+from composeflux.masking import Masker
+from composeflux.settings import boolean, choice, seconds
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ DEFAULT_CONFIG_FILE = Path("/etc/composeflux/composeflux.conf")
 DEFAULT_STATE_DIR = Path("/var/lib/composeflux")
 DEFAULT_RUNTIME_DIR = Path("/run/composeflux")
 DEFAULT_KNOWN_HOSTS = Path("/etc/composeflux/known_hosts")
+DEFAULT_HTTPS_USER = "x-access-token"  # what GitHub and Gitea accept with a token
 
 CORE_KEYS = frozenset(
     {
@@ -79,7 +82,14 @@ class Config:
     state_dir: Path
     runtime_dir: Path
     trigger_dir: Path | None
-    settings: Mapping[str, str] = dataclasses.field(repr=False)  # everything, for the secrets provider
+    settings: Mapping[str, str] = dataclasses.field(repr=False)  # everything, as merged
+    # Every credential value the configuration holds (token, password in the URL, provider
+    # credentials), in the forms git and HTTP send them: the masker starts from these.
+    credentials: frozenset[str] = dataclasses.field(repr=False)
+    # The run's one masker (credentials now, secret values once fetched) and the secrets
+    # provider, built and validated with the rest of the configuration.
+    masker: Masker = dataclasses.field(repr=False, compare=False)
+    secrets_provider: secrets.SecretsProvider = dataclasses.field(repr=False, compare=False)
 
     @property
     def instance_id(self) -> str:
@@ -220,7 +230,10 @@ def load(
         raise ConfigError(f"CONFIG_FILE: must be a file name relative to STACK_PATH, got {stack_config_file!r}")
 
     token = settings.get("GIT_TOKEN", "").strip() or url_password
+    https_username = settings.get("GIT_USERNAME", "").strip() or url_user
     trigger_raw = settings.get("TRIGGER_DIR", "").strip()
+    credentials = _credentials(settings, token, https_username, url_password)
+    masker = Masker(credentials)
 
     config = Config(
         repo_url=repo_url,
@@ -231,7 +244,7 @@ def load(
         ssh_key_path=Path(ssh_key) if ssh_key else None,
         ssh_known_hosts=Path(settings.get("GIT_SSH_KNOWN_HOSTS", "").strip() or DEFAULT_KNOWN_HOSTS),
         ssh_host_key_checking=choice(settings, "GIT_SSH_HOST_KEY_CHECKING", HOST_KEY_CHECKING, "yes"),
-        https_username=settings.get("GIT_USERNAME", "").strip() or url_user,
+        https_username=https_username,
         https_token=token or None,
         remove_orphans=boolean(settings, "REMOVE_ORPHANS", True),
         allow_prune_all=boolean(settings, "ALLOW_PRUNE_ALL", False),
@@ -243,7 +256,19 @@ def load(
         runtime_dir=_runtime_dir(environ),
         trigger_dir=Path(trigger_raw) if trigger_raw else None,
         settings=settings,
+        credentials=credentials,
+        masker=masker,
+        # Built now, so its settings are validated before anything is touched.
+        secrets_provider=secrets.provider_from_settings(settings, masker),
     )
-    # Validate the secrets provider's settings now too, before anything is touched.
-    secrets.provider_from_settings(settings)
     return config
+
+
+def _credentials(settings: Mapping[str, str], token: str | None, user: str | None, url_password: str | None) -> frozenset[str]:
+    values = {settings.get(key, "").strip() for key in secrets.credential_keys()}
+    values |= {token or "", url_password or "", settings.get("GIT_TOKEN", "").strip()}
+    values.add(urllib.parse.urlsplit(settings.get("GIT_REPO_URL", "").strip()).password or "")  # as written
+    if token:
+        # What git sends (http.extraHeader): a log of the request would show this form.
+        values.add(base64.b64encode(f"{user or DEFAULT_HTTPS_USER}:{token}".encode()).decode())
+    return frozenset(value for value in values if value)

@@ -1,49 +1,64 @@
-"""Exceptions that end a sync, and the exit status each one maps to.
+"""Exit statuses and the exceptions that end a sync, mapped to each other in one place.
 
-The exit codes are part of the interface (systemd, scripts and the man page rely on them).
+The exit statuses are part of the interface (systemd, scripts and composeflux(8) rely on them).
+Every exception that can end a sync names its status; `exit_status()` is the only place that
+maps an exception to a status, so the CLI, the sync and the state file always agree.
 """
 
-EXIT_OK = 0
-EXIT_STACKS_FAILED = 1  # the sync ran, but at least one stack failed to render or deploy
-EXIT_USAGE = 2  # click's own code for a bad command line
-EXIT_CONFIG = 3  # invalid configuration (composeflux.conf, environment, stack.yml)
-EXIT_GIT = 4  # the Git repository could not be fetched or checked out
-EXIT_SECRETS = 5  # the secrets provider failed
-EXIT_UNSAFE = 6  # a prune was refused because it looked unsafe (see --allow-prune-all)
-EXIT_BUSY = 7  # another sync held the lock for longer than we were willing to wait
-EXIT_ENGINE = 8  # the Docker engine or Docker Compose could not be used
-EXIT_INTERNAL = 70  # a bug in composeflux (EX_SOFTWARE)
+from __future__ import annotations
+
+import enum
+
+
+class ExitStatus(enum.IntEnum):
+    OK = 0
+    STACKS_FAILED = 1  # the sync ran, but at least one stack failed to render or deploy
+    USAGE = 2  # click's own code for a bad command line
+    CONFIG = 3  # invalid configuration (composeflux.conf, environment, stack.yml)
+    GIT = 4  # the Git repository could not be fetched or checked out
+    SECRETS = 5  # the secrets provider failed
+    UNSAFE = 6  # a prune was refused because it looked unsafe (see --allow-prune-all)
+    BUSY = 7  # another sync held the lock for longer than we were willing to wait
+    ENGINE = 8  # the Docker engine or Docker Compose could not be used
+    INTERNAL = 70  # a bug in composeflux (EX_SOFTWARE)
 
 
 class ComposefluxError(Exception):
-    """An error that stops the whole sync before anything is changed."""
+    """An error that stops the whole sync. The message is meant for the operator."""
 
-    exit_code = EXIT_STACKS_FAILED
+    status = ExitStatus.STACKS_FAILED
 
 
 class ConfigError(ComposefluxError):
     """Invalid configuration. The message names the file or variable and the key."""
 
-    exit_code = EXIT_CONFIG
+    status = ExitStatus.CONFIG
 
 
 class GitSourceError(ComposefluxError):
-    exit_code = EXIT_GIT
+    status = ExitStatus.GIT
 
 
 class SecretsError(ComposefluxError):
     """A secrets provider failed. The message names the provider, never a credential or value."""
 
-    exit_code = EXIT_SECRETS
+    status = ExitStatus.SECRETS
 
 
 class UnsafePruneError(ComposefluxError):
-    exit_code = EXIT_UNSAFE
+    status = ExitStatus.UNSAFE
 
 
 class LockTimeoutError(ComposefluxError):
-    exit_code = EXIT_BUSY
+    status = ExitStatus.BUSY
 
 
 class EngineError(ComposefluxError):
-    exit_code = EXIT_ENGINE
+    status = ExitStatus.ENGINE
+
+
+def exit_status(error: BaseException) -> ExitStatus:
+    """The exit status for an exception that ended a sync: its own, or INTERNAL for a bug."""
+    if isinstance(error, ComposefluxError):
+        return error.status
+    return ExitStatus.INTERNAL

@@ -12,18 +12,19 @@ through GIT_CONFIG_* environment variables, the SSH key through GIT_SSH_COMMAND.
 from __future__ import annotations
 
 import base64
-import dataclasses
+import contextlib
 import logging
 import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import git
 
-from composeflux.config import Config
+from composeflux.checkout import Checkout
+from composeflux.config import DEFAULT_HTTPS_USER, Config
 from composeflux.errors import GitSourceError
 
 log = logging.getLogger(__name__)
@@ -34,16 +35,25 @@ GIT_NETWORK_TIMEOUT = 300
 BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists")
 
 
-@dataclasses.dataclass(frozen=True)
-class Checkout:
-    path: Path
-    commit: str
-    subject: str
-    object_ids: dict[str, str]  # repository-relative path -> Git blob/tree id at HEAD
-
-    @property
-    def short_commit(self) -> str:
-        return self.commit[:12]
+@contextlib.contextmanager
+def deploy_key(config: Config) -> Iterator[Path | None]:
+    """The SSH key for Git: GIT_SSH_KEY_PATH, or one fetched from the secrets manager that lives
+    in the runtime directory (tmpfs under systemd) only while the sync runs."""
+    reference = config.settings.get("GIT_DEPLOY_KEY_SECRET_REF", "").strip()
+    if not reference:
+        yield config.ssh_key_path
+        return
+    key = config.secrets_provider.fetch_deploy_key(reference)
+    config.masker.add([key.strip()])
+    config.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = config.runtime_dir / "deploy-key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.strip() + "\n")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def git_environment(config: Config, ssh_key: Path | None) -> dict[str, str]:
@@ -67,7 +77,7 @@ def git_environment(config: Config, ssh_key: Path | None) -> dict[str, str]:
 
     config_pairs = [("http.lowSpeedLimit", "1000"), ("http.lowSpeedTime", "30")]
     if config.https_token:
-        user = config.https_username or "x-access-token"
+        user = config.https_username or DEFAULT_HTTPS_USER
         basic = base64.b64encode(f"{user}:{config.https_token}".encode()).decode()
         config_pairs.append(("http.extraHeader", f"Authorization: Basic {basic}"))
     env["GIT_CONFIG_COUNT"] = str(len(config_pairs))
@@ -78,13 +88,11 @@ def git_environment(config: Config, ssh_key: Path | None) -> dict[str, str]:
 
 
 def _first_line(exc: git.GitCommandError, config: Config) -> str:
-    """The useful part of git's stderr, with any credential scrubbed."""
+    """The useful part of git's stderr, masked."""
     text = (exc.stderr or str(exc)).strip().replace("stderr: ", "")
     lines = [line.strip(" '") for line in text.splitlines() if line.strip(" '") and not line.strip(" '").startswith(BOILERPLATE)]
     message = "; ".join(lines[-4:]) or f"git exited with status {exc.status}"
-    if config.https_token:
-        message = message.replace(config.https_token, "***")
-    return message
+    return config.masker(message)
 
 
 class GitSource:
@@ -224,4 +232,4 @@ def _object_ids(repo: git.Repo) -> dict[str, str]:
 def _describe(exc: Exception, config: Config) -> str:
     if isinstance(exc, git.GitCommandError):
         return _first_line(exc, config)
-    return f"{type(exc).__name__}: {exc}"
+    return config.masker(f"{type(exc).__name__}: {exc}")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Iterable
 
-from composeflux.engine import DeployedStack
+from composeflux.deployed import DeployedStack
 from composeflux.errors import UnsafePruneError
-from composeflux.render import RenderedStack
+from composeflux.rendered import StackHashes, StackProblem
 
 
 class Action(str, enum.Enum):
@@ -20,6 +21,7 @@ class Action(str, enum.Enum):
     PRUNE = "prune"
     FAILED = "failed"
     KEEP = "keep"  # deleted from Git, but REMOVE_ORPHANS=false
+    SKIPPED = "skipped"  # outcomes only: planned, but the sync stopped before reaching it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,29 +47,36 @@ class Plan:
             lines.append(f"{stack.action.value:<9}  {stack.name:<{width}}  {digest:<12}  {stack.reason}".rstrip())
         return lines
 
+    def summary(self) -> str:
+        """What applying it would do, e.g. "2 to deploy, 3 unchanged, 1 to prune"."""
+        words = {Action.DEPLOY: "to deploy", Action.UNCHANGED: "unchanged", Action.PRUNE: "to prune", Action.KEEP: "to keep", Action.FAILED: "failed"}
+        counts = {action: len(self.with_action(action)) for action in words}
+        return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a is not Action.KEEP)
+
 
 def make_plan(
-    desired: list[tuple[str, RenderedStack | str]],
+    desired: Iterable[StackHashes | StackProblem],
     deployed: dict[str, DeployedStack],
     others: dict[str, str],
-    in_git: set[str],
     remove_orphans: bool,
     allow_prune_all: bool,
 ) -> Plan:
-    """desired: (name, rendered stack or error message) in deploy order.
-    in_git: every stack directory name found, including the ones that failed.
+    """desired: every stack directory found in Git, in deploy order: its hashes, or why it
+    cannot be deployed (a failed stack is still in Git: it is never pruned).
     others: Compose projects on the engine that this instance did not deploy -> owner."""
     stacks = []
-    for name, rendered in desired:
-        if isinstance(rendered, str):
-            stacks.append(StackPlan(name, Action.FAILED, rendered))
+    in_git = set()
+    for item in desired:
+        name = item.name
+        in_git.add(name)
+        if isinstance(item, StackProblem):
+            stacks.append(StackPlan(name, Action.FAILED, item.reason))
         elif name in others:
-            stacks.append(StackPlan(name, Action.FAILED, f"a Compose project {name!r} already exists, {others[name]}; "
-                                    "remove it or rename the stack directory", rendered.stack_hash))
+            reason = f"a Compose project {name!r} already exists, {others[name]}; remove it or rename the stack directory"
+            stacks.append(StackPlan(name, Action.FAILED, reason, item.stack_hash))
         else:
-            reason = compare(rendered, deployed.get(name), remove_orphans)
-            action = Action.DEPLOY if reason else Action.UNCHANGED
-            stacks.append(StackPlan(name, action, reason, rendered.stack_hash))
+            reason = compare(item, deployed.get(name), remove_orphans)
+            stacks.append(StackPlan(name, Action.DEPLOY if reason else Action.UNCHANGED, reason, item.stack_hash))
 
     gone = sorted(set(deployed) - in_git)
     if gone and not in_git and not allow_prune_all:
@@ -83,25 +92,25 @@ def make_plan(
     return Plan(tuple(stacks))
 
 
-def compare(rendered: RenderedStack, deployed: DeployedStack | None, remove_orphans: bool) -> str:
+def compare(hashes: StackHashes, deployed: DeployedStack | None, remove_orphans: bool) -> str:
     """Why the stack must be deployed, or "" when the engine already runs exactly this."""
     if deployed is None:
         return "new"
     running = deployed.services()
     changed = sorted(
         service
-        for service, digest in rendered.service_hashes.items()
+        for service, digest in hashes.service_hashes.items()
         if service in running and any(c.service_hash != digest for c in running[service])
     )
     if changed:
         return f"hash changed (services: {', '.join(changed)})"
-    missing = sorted(set(rendered.service_hashes) - set(running))
+    missing = sorted(set(hashes.service_hashes) - set(running))
     if missing:
         return f"missing from Docker (services: {', '.join(missing)})"
-    down = sorted(s for s in rendered.service_hashes if not all(c.is_up for c in running[s]))
+    down = sorted(s for s in hashes.service_hashes if not all(c.is_up for c in running[s]))
     if down:
         return f"not running (services: {', '.join(down)})"
-    removed = sorted(set(running) - set(rendered.service_hashes))
+    removed = sorted(set(running) - set(hashes.service_hashes))
     if removed and remove_orphans:
         return f"services removed from Git: {', '.join(removed)}"
     return ""

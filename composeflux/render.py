@@ -15,31 +15,22 @@ so that Compose recreates just the services that changed.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import json
 import os
 import secrets as random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
+from composeflux.checkout import Checkout
 from composeflux.compose import Compose, unset_variables
-from composeflux.gitsource import Checkout
+from composeflux.rendered import RenderedStack, StackHashes
 from composeflux.stacks import Stack
 
 HASH_KEY_FILE = "hash.key"
-
-
-@dataclasses.dataclass(frozen=True)
-class RenderedStack:
-    name: str
-    stack_hash: str
-    service_hashes: dict[str, str]
-    # The rendered project holds secret values: kept in memory only, never logged or written.
-    project: dict | None = dataclasses.field(default=None, repr=False)
-    # Paths whose content the render and hash depend on, beyond the stack's own directory.
-    dependencies: tuple[str, ...] = ()
+JSON = Any  # a value of a rendered project
 
 
 class RenderError(Exception):
@@ -63,12 +54,14 @@ def load_hash_key(state_dir: Path) -> bytes:
     return key
 
 
-def canonical(value) -> bytes:
+def canonical(value: JSON) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class Renderer:
-    def __init__(self, compose: Compose, checkout: Checkout, hash_key: bytes, interpolation_env: Mapping[str, str], mask):
+    def __init__(
+        self, compose: Compose, checkout: Checkout, hash_key: bytes, interpolation_env: Mapping[str, str], mask: Callable[[str], str]
+    ) -> None:
         self.compose = compose
         self.checkout = checkout
         self.root = checkout.path.resolve()
@@ -76,7 +69,7 @@ class Renderer:
         self.env = dict(interpolation_env)
         self.mask = mask
 
-    def hmac(self, purpose: str, value) -> str:
+    def hmac(self, purpose: str, value: JSON) -> str:
         return hmac.new(self.hash_key, purpose.encode() + b"\0" + canonical(value), hashlib.sha256).hexdigest()
 
     # -- rendering -----------------------------------------------------------------------------
@@ -97,7 +90,7 @@ class Renderer:
             raise RenderError("docker compose config did not print a JSON project") from None
         return self._hash(stack, project)
 
-    def _hash(self, stack: Stack, project: dict) -> RenderedStack:
+    def _hash(self, stack: Stack, project: dict[str, Any]) -> RenderedStack:
         services = project.get("services") or {}
         service_hashes = {}
         all_files: dict[str, str] = {}
@@ -113,9 +106,9 @@ class Renderer:
         stack_hash = self.hmac("stack", {"project": project, "files": all_files})
         stack_dir = self.relative_path(stack.directory)
         dependencies = sorted(path for path in all_files if not _inside(path, stack_dir))
-        return RenderedStack(stack.name, stack_hash, service_hashes, project, tuple(dependencies))
+        return RenderedStack(StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies)), project)
 
-    def _service_files(self, project: dict, service: dict) -> dict[str, str]:
+    def _service_files(self, project: dict[str, Any], service: dict[str, Any]) -> dict[str, str]:
         """Checkout-relative path -> content id of the tracked local files this service uses."""
         paths = []
         for volume in service.get("volumes") or []:
@@ -152,14 +145,14 @@ def _inside(path: str, directory: str | None) -> bool:
     return directory is not None and (directory == "." or path == directory or path.startswith(directory + "/"))
 
 
-def _replicas(service: dict) -> int | None:
+def _replicas(service: dict[str, Any]) -> int | None:
     if service.get("scale") is not None:
         return int(service["scale"])
     replicas = (service.get("deploy") or {}).get("replicas")
     return None if replicas is None else int(replicas)
 
 
-def _service_resources(project: dict, service: dict) -> dict:
+def _service_resources(project: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
     """The top-level networks, volumes, configs and secrets this service refers to."""
     used = {
         "networks": list(service.get("networks") or {}),

@@ -16,10 +16,13 @@ import logging
 import os
 from pathlib import Path
 
+from typing import Any
+
 import yaml
 
 from composeflux import __version__
-from composeflux.render import Renderer, RenderedStack
+from composeflux.render import Renderer
+from composeflux.rendered import StackHashes
 from composeflux.stacks import Stack
 
 log = logging.getLogger(__name__)
@@ -33,34 +36,39 @@ class Uncacheable(Exception):
 
 
 class RenderCache:
-    def __init__(self, state_dir: Path, renderer: Renderer, compose_version: str):
+    def __init__(self, state_dir: Path, renderer: Renderer, compose_version: str) -> None:
         self.path = state_dir / CACHE_FILE
         self.renderer = renderer
         self.compose_version = compose_version
         try:
-            self.entries = json.loads(self.path.read_text())
+            entries = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            self.entries = {}
-        self.fresh: dict[str, dict] = {}
+            entries = {}  # a cache is only a cache: anything unreadable means "render again"
+        self.entries: dict[str, Any] = entries if isinstance(entries, dict) else {}
+        self.fresh: dict[str, dict[str, Any]] = {}
 
-    def lookup(self, stack: Stack) -> RenderedStack | None:
+    def lookup(self, stack: Stack) -> StackHashes | None:
+        """The stack's hashes from an earlier render whose inputs are all unchanged, or None."""
         entry = self.entries.get(stack.name)
-        if not entry:
-            return None
-        key = self._key(stack, entry.get("dependencies", []))
-        if key is None or key != entry.get("key"):
-            return None
+        try:
+            dependencies = [str(path) for path in entry["dependencies"]]
+            key = self._key(stack, dependencies)
+            if key is None or key != entry["key"]:
+                return None
+            hashes = StackHashes(stack.name, str(entry["stack_hash"]), dict(entry["service_hashes"]), tuple(dependencies))
+        except (KeyError, TypeError, ValueError):
+            return None  # no entry, or one of another shape
         self.fresh[stack.name] = entry
-        return RenderedStack(stack.name, entry["stack_hash"], entry["service_hashes"], None, tuple(entry["dependencies"]))
+        return hashes
 
-    def store(self, stack: Stack, rendered: RenderedStack) -> None:
-        key = self._key(stack, list(rendered.dependencies))
+    def store(self, stack: Stack, hashes: StackHashes) -> None:
+        key = self._key(stack, list(hashes.dependencies))
         if key is not None:
             self.fresh[stack.name] = {
                 "key": key,
-                "stack_hash": rendered.stack_hash,
-                "service_hashes": rendered.service_hashes,
-                "dependencies": list(rendered.dependencies),
+                "stack_hash": hashes.stack_hash,
+                "service_hashes": hashes.service_hashes,
+                "dependencies": list(hashes.dependencies),
             }
 
     def save(self) -> None:
@@ -144,13 +152,13 @@ def _render_inputs(stack: Stack) -> list[Path]:
     return inputs
 
 
-def _as_list(value) -> list:
+def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
 
 
-def _resolve(base: Path, path) -> Path:
+def _resolve(base: Path, path: Any) -> Path:
     if not isinstance(path, str) or "$" in path or "://" in path:
         raise Uncacheable(f"reference {path!r} cannot be followed without Compose")
     return Path(os.path.normpath(base / os.path.expanduser(path)))

@@ -7,7 +7,7 @@ Layout (see composeflux-stack.yml(5)):
 
 A directory without a compose file is not a stack (it may hold shared files). A stack whose
 directory is unusable (a name Compose refuses, a symlink leading out of the checkout) becomes a
-StackError for that stack only; the others carry on.
+StackProblem for that stack only; the others carry on.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from composeflux.errors import ConfigError
+from composeflux.rendered import StackProblem
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +45,6 @@ class Stack:
 
 
 @dataclasses.dataclass(frozen=True)
-class StackError:
-    name: str
-    reason: str
-
-
-@dataclasses.dataclass(frozen=True)
 class StackConfig:
     """The contents of stack.yml."""
 
@@ -60,7 +55,7 @@ class StackConfig:
 @dataclasses.dataclass(frozen=True)
 class Discovery:
     stacks: list[Stack]
-    errors: list[StackError]
+    problems: list[StackProblem]
     stack_config: StackConfig
 
     def ordered(self) -> list[Stack]:
@@ -76,7 +71,7 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discove
     root = (checkout / stack_path)
     stack_config = load_stack_config(root / config_file_name)
     stacks: list[Stack] = []
-    errors: list[StackError] = []
+    problems: list[StackProblem] = []
     checkout_real = checkout.resolve()
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
@@ -85,16 +80,16 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discove
         if found is None:
             log.debug("%s holds no compose file: not a stack", entry.name)
         else:
-            (errors if isinstance(found, StackError) else stacks).append(found)
+            (problems if isinstance(found, StackProblem) else stacks).append(found)
 
-    known = {s.name for s in stacks} | {e.name for e in errors}
+    known = {s.name for s in stacks} | {p.name for p in problems}
     for name in stack_config.startup_order:
         if name not in known:
             log.warning("%s: startup_order names %r, but there is no such stack directory", config_file_name, name)
-    return Discovery(stacks=stacks, errors=errors, stack_config=stack_config)
+    return Discovery(stacks=stacks, problems=problems, stack_config=stack_config)
 
 
-def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackError | None:
+def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackProblem | None:
     """The stack in this directory; None when it holds no compose file (then it is no stack)."""
     name = directory.name
     for main, override in COMPOSE_FILES:
@@ -106,12 +101,12 @@ def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | Stack
     else:
         return None
     if not directory.resolve().is_relative_to(checkout_real):
-        return StackError(name, f"{name} is a symlink leading outside the checkout")
+        return StackProblem(name, f"{name} is a symlink leading outside the checkout")
     for file in files:
         if not file.resolve().is_relative_to(checkout_real):
-            return StackError(name, f"{file.name} is a symlink leading outside the checkout")
+            return StackProblem(name, f"{file.name} is a symlink leading outside the checkout")
     if not PROJECT_NAME.match(name):
-        return StackError(
+        return StackProblem(
             name,
             f"directory name {name!r} is not a valid Compose project name "
             "(lowercase letters, digits, '-' and '_', starting with a letter or digit)",

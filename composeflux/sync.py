@@ -1,65 +1,88 @@
-"""One complete sync: secrets → Git → discovery → render and hash → plan → apply → report.
+"""One complete sync, and the only place that runs one: `run(config, options) -> ExitStatus`.
 
-Everything that can fail for the whole sync (configuration, secrets, Git, an unsafe prune)
-fails before the first container is touched. After that, each stack succeeds or fails alone.
+    drain trigger requests → lock → secrets → engine state → Git → discovery → render and hash
+    → plan → (dry run: print it) → apply → state file → summary line and sd_notify
+
+Everything that can fail for the whole sync (secrets, Git, an unsafe prune, the engine) fails
+before the first container is touched. After that, each stack succeeds or fails alone; an
+error that still stops the run (the engine going away) is reported with what was already done.
+Exceptions become exit statuses in one place (`errors.exit_status`), here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime
 import logging
-import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
-from composeflux import engine, report
+from composeflux import state, trigger
 from composeflux.apply import Applier, ApplyError, labelled_project
+from composeflux.checkout import Checkout
 from composeflux.compose import Compose
 from composeflux.config import Config
-from composeflux.errors import EXIT_OK, EXIT_STACKS_FAILED, UnsafePruneError
-from composeflux.gitsource import Checkout, GitSource
-from composeflux.plan import Action, Plan, make_plan
-from composeflux.render import RenderedStack, Renderer, RenderError, load_hash_key
+from composeflux.deployed import COMMIT, EngineState
+from composeflux.errors import ComposefluxError, ExitStatus, UnsafePruneError, exit_status
+from composeflux.gitsource import GitSource, deploy_key
+from composeflux.lock import sync_lock
+from composeflux.logs import ACTION, STACK, CommitField
+from composeflux.outcome import StackOutcome, SyncOutcome
+from composeflux.plan import Action, Plan, StackPlan, make_plan
+from composeflux.render import Renderer, RenderError, load_hash_key
 from composeflux.render_cache import RenderCache
-from composeflux.report import ACTION, STACK, Masker, notify
-from composeflux.secrets import SecretsProvider, provider_from_settings
-from composeflux.stacks import Discovery, StackConfig, discover
+from composeflux.rendered import RenderedStack, StackHashes, StackProblem
+from composeflux.sdnotify import Notifier
+from composeflux.stacks import Discovery, Stack, StackConfig, discover
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
-class SyncResult:
-    plan: Plan
-    outcomes: dict[str, tuple[Action, str]]  # stack -> (what happened, error or reason)
-    commit: str
-
-    @property
-    def failed(self) -> dict[str, str]:
-        return {name: why for name, (action, why) in self.outcomes.items() if action is Action.FAILED}
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_STACKS_FAILED if self.failed else EXIT_OK
-
-    def summary(self) -> str:
-        counts = {action: 0 for action in (Action.DEPLOY, Action.UNCHANGED, Action.PRUNE, Action.KEEP, Action.FAILED)}
-        for action, _ in self.outcomes.values():
-            counts[action] += 1
-        words = {Action.DEPLOY: "deployed", Action.UNCHANGED: "unchanged", Action.PRUNE: "pruned", Action.KEEP: "kept", Action.FAILED: "failed"}
-        parts = [f"{counts[a]} {words[a]}" for a in counts if counts[a] or a is not Action.KEEP]
-        text = ", ".join(parts)
-        if self.failed:
-            text += " (" + "; ".join(f"{name}: {why}" for name, why in self.failed.items()) + ")"
-        return text
+@dataclasses.dataclass(frozen=True)
+class Options:
+    dry_run: bool = False  # decided here only: print the plan, change nothing
+    allow_prune_all: bool = False
 
 
-    def plan_summary(self) -> str:
-        """What a dry run would do, e.g. "2 to deploy, 3 unchanged, 1 to prune"."""
-        words = {Action.DEPLOY: "to deploy", Action.UNCHANGED: "unchanged", Action.PRUNE: "to prune", Action.KEEP: "to keep", Action.FAILED: "failed"}
-        counts = {action: len(self.plan.with_action(action)) for action in words}
-        return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a is not Action.KEEP)
+@dataclasses.dataclass(frozen=True)
+class Tools:
+    """The boundaries a sync talks to besides Git and the file system. Tests pass fakes."""
+
+    compose: Compose
+    read_engine: Callable[[str], EngineState]
+
+
+def default_tools() -> Tools:
+    from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
+
+    return Tools(Compose(), engine.read_state)
+
+
+def run(
+    config: Config,
+    options: Options,
+    *,
+    tools: Tools | None = None,
+    out: TextIO | None = None,
+    commit_field: CommitField | None = None,
+) -> ExitStatus:
+    """Run one sync and report it (log, sd_notify, state file; the plan on `out` for a dry run)."""
+    notify = Notifier(config.masker)
+    if not options.dry_run:
+        _drain_trigger_requests(config)
+    try:
+        with sync_lock(config.state_dir, config.lock_timeout):
+            outcome = _Run(config, options, tools, notify, commit_field or CommitField()).outcome()
+            if not options.dry_run:
+                _save_state(config, outcome)
+    except ComposefluxError as exc:  # the lock: another sync is running; this one did nothing
+        message = config.masker(str(exc))
+        log.error("Sync not started: %s", message)
+        notify(f"not started: {message}")
+        return exit_status(exc)
+    _report(outcome, config, notify, out or sys.stdout)
+    return outcome.status
 
 
 def interpolation_env(envs: dict[str, str], secret_values: dict[str, str]) -> dict[str, str]:
@@ -70,162 +93,226 @@ def interpolation_env(envs: dict[str, str], secret_values: dict[str, str]) -> di
     return {**envs, **secret_values}
 
 
-@contextlib.contextmanager
-def deploy_key(config: Config, provider: SecretsProvider):
-    """The SSH key for Git: GIT_SSH_KEY_PATH, or one fetched from the secrets manager that lives
-    in the runtime directory (tmpfs under systemd) only while the sync runs."""
-    reference = config.settings.get("GIT_DEPLOY_KEY_SECRET_REF", "").strip()
-    if not reference:
-        yield config.ssh_key_path
-        return
-    key = provider.fetch_deploy_key(reference)
-    config.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = config.runtime_dir / "deploy-key"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.strip() + "\n")
+def _drain_trigger_requests(config: Config) -> None:
+    """Empty the trigger spool before fetching: requests from now on start another sync
+    (composeflux.path). Under systemd the unit's ExecStartPre has already done it."""
     try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+        drained = trigger.drain_requests(config.trigger_dir or trigger.DEFAULT_TRIGGER_DIR)
+    except trigger.TriggerError as exc:
+        log.warning("Trigger spool: %s", exc)
+        return
+    if drained:
+        log.debug("This sync answers %d trigger request(s)", drained)
 
 
-class Sync:
-    def __init__(self, config: Config, masker: Masker, commit_field, dry_run: bool = False, allow_prune_all: bool = False):
+def _save_state(config: Config, outcome: SyncOutcome) -> None:
+    try:
+        previous = state.load(config.state_dir)
+        state.save(config.state_dir, state.record(previous, outcome, branch=config.branch, repository=config.repo_url))
+    except OSError as exc:
+        log.error("Cannot record this sync in %s: %s", config.state_dir / state.STATE_FILE, exc.strerror or exc)
+
+
+def _report(outcome: SyncOutcome, config: Config, notify: Notifier, out: TextIO) -> None:
+    if outcome.dry_run and outcome.plan is not None:
+        for line in outcome.plan.lines():
+            print(config.masker(line), file=out)
+    summary = config.masker(outcome.summary())
+    if outcome.error is not None:
+        log.error("%s", summary[:1].upper() + summary[1:])
+    else:
+        log.info("%s", summary)
+    notify(summary)
+
+
+class _Run:
+    """The steps of one sync. Keeps what it has done so far, so that an error that stops the
+    run midway is reported with the stacks already deployed or pruned."""
+
+    def __init__(self, config: Config, options: Options, tools: Tools | None, notify: Notifier, commit_field: CommitField):
         self.config = config
-        self.masker = masker
+        self.options = options
+        self.allow_prune_all = options.allow_prune_all or config.allow_prune_all
+        self.tools = tools
+        self.notify = notify
         self.commit_field = commit_field
-        self.dry_run = dry_run
-        self.allow_prune_all = allow_prune_all or config.allow_prune_all
-        self.compose = Compose()
+        self.checkout: Checkout | None = None
+        self.plan: Plan | None = None
+        self.done: list[StackOutcome] = []
 
-    def run(self) -> SyncResult:
+    def outcome(self) -> SyncOutcome:
+        try:
+            return self._steps()
+        except Exception as exc:  # mapped to an exit status here, and only here
+            status = exit_status(exc)
+            if status is ExitStatus.INTERNAL:
+                # A bug: say so loudly, with the traceback (the log handler masks it).
+                log.exception("Internal error")
+                message = self.config.masker(f"internal error ({type(exc).__name__}: {exc}); please report it with the log")
+            else:
+                message = self.config.masker(str(exc))
+            return SyncOutcome(
+                status,
+                self._stacks_so_far(),
+                self.checkout.commit if self.checkout else None,
+                self.config.masker(self.checkout.subject) if self.checkout else None,
+                error=message,
+                plan=self.plan,
+                dry_run=self.options.dry_run,
+            )
+
+    def _stacks_so_far(self) -> tuple[StackOutcome, ...]:
+        """Done ones as they went; the rest of the plan as planned, deploys and prunes skipped."""
+        if self.plan is None:
+            return ()
+        done = {stack.name: stack for stack in self.done}
+        result = []
+        for planned in self.plan.stacks:
+            if planned.name in done:
+                result.append(done[planned.name])
+            elif planned.action in (Action.DEPLOY, Action.PRUNE):
+                result.append(StackOutcome(planned.name, Action.SKIPPED, planned.reason, planned.stack_hash))
+            else:
+                result.append(StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, error=planned.reason if planned.action is Action.FAILED else None))
+        return tuple(result)
+
+    def _steps(self) -> SyncOutcome:
         config = self.config
-        notify("fetching secrets")
-        provider = provider_from_settings(config.settings)
+        tools = self.tools or default_tools()
+        self.notify("fetching secrets")
+        provider = config.secrets_provider
         secret_values = provider.fetch()
-        self.masker.add(secret_values.values())
+        config.masker.add(secret_values.values())
         log.info("Secrets provider %s returned %d value(s)", provider.name, len(secret_values))
 
-        compose_version = self.compose.version()
-        state = engine.read_state(config.instance_id)
+        compose_version = tools.compose.version()
+        engine = tools.read_engine(config.instance_id)
 
-        notify("fetching Git")
-        with deploy_key(config, provider) as key:
-            checkout = GitSource(config, key).sync(protect=[Path(p) for p in state.bind_sources()])
+        self.notify("fetching Git")
+        with deploy_key(config) as key:
+            checkout = GitSource(config, key).sync(protect=[Path(p) for p in engine.bind_sources()])
+        self.checkout = checkout
         self.commit_field.commit = checkout.commit
         log.info("Checked out %s (%s) from %s branch %s", checkout.short_commit, checkout.subject, config.repo_url, config.branch)
 
-        discovery = self._discover(checkout, state)
+        discovery = self._discover(checkout, engine)
         env = interpolation_env(discovery.stack_config.envs, secret_values)
-        renderer = Renderer(self.compose, checkout, load_hash_key(config.state_dir), env, self.masker)
+        renderer = Renderer(tools.compose, checkout, load_hash_key(config.state_dir), env, config.masker)
         cache = RenderCache(config.state_dir, renderer, compose_version)
 
-        notify("rendering")
-        rendered = self._render_all(discovery, renderer, cache)
-        plan = make_plan(
-            desired=[(stack.name, rendered[stack.name]) for stack in discovery.ordered()]
-            + [(error.name, error.reason) for error in discovery.errors],
-            deployed=state.managed,
-            others=state.others,
-            in_git={s.name for s in discovery.stacks} | {e.name for e in discovery.errors},
-            remove_orphans=config.remove_orphans,
-            allow_prune_all=self.allow_prune_all,
-        )
-        if self.dry_run:
-            return SyncResult(plan, {s.name: (s.action, s.reason) for s in plan.stacks}, checkout.commit)
+        self.notify("rendering")
+        desired, rendered = self._render_all(discovery, renderer, cache)
+        self.plan = plan = make_plan(desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all)
+        if self.options.dry_run:
+            return SyncOutcome(
+                ExitStatus.STACKS_FAILED if plan.with_action(Action.FAILED) else ExitStatus.OK,
+                self._stacks_so_far(),
+                checkout.commit,
+                config.masker(checkout.subject),
+                plan=plan,
+                dry_run=True,
+            )
 
-        outcomes = self._apply(plan, discovery, renderer, rendered, cache, state, checkout, env)
+        applier = Applier(tools.compose, env, config.masker, config.remove_orphans, config.deploy_timeout)
+        stacks = {stack.name: stack for stack in discovery.stacks}
+        deploys = plan.with_action(Action.DEPLOY)
+        for planned in plan.stacks:
+            if planned.action is Action.DEPLOY:
+                self.notify(f"deploying {deploys.index(planned) + 1}/{len(deploys)}: {planned.name}")
+                result = self._deploy(planned, stacks[planned.name], rendered, renderer, cache, applier, engine, checkout)
+            elif planned.action is Action.PRUNE:
+                self.notify(f"pruning {planned.name}")
+                result = self._prune(planned, applier)
+            else:
+                result = self._untouched(planned, engine)
+            self.done.append(result)
         cache.save()
-        result = SyncResult(plan, outcomes, checkout.commit)
-        self._write_state(result, checkout, rendered)
-        return result
+        failed = any(stack.action is Action.FAILED for stack in self.done)
+        status = ExitStatus.STACKS_FAILED if failed else ExitStatus.OK
+        return SyncOutcome(status, tuple(self.done), checkout.commit, config.masker(checkout.subject))
 
-    def _discover(self, checkout: Checkout, state: engine.EngineState) -> Discovery:
+    def _discover(self, checkout: Checkout, engine: EngineState) -> Discovery:
         root = checkout.path / self.config.stack_path
         if not root.is_dir():
-            if state.managed and not self.allow_prune_all:
+            if engine.managed and not self.allow_prune_all:
                 raise UnsafePruneError(
                     f"STACK_PATH {self.config.stack_path} does not exist in commit {checkout.short_commit}, "
-                    f"but {len(state.managed)} stack(s) are deployed; refusing to remove them. If that is really "
+                    f"but {len(engine.managed)} stack(s) are deployed; refusing to remove them. If that is really "
                     "intended, run `composeflux sync --allow-prune-all`"
                 )
             log.warning("STACK_PATH %s does not exist in commit %s", self.config.stack_path, checkout.short_commit)
             return Discovery([], [], StackConfig())
-        discovery = discover(checkout.path, self.config.stack_path, self.config.stack_config_file)
-        for error in discovery.errors:
-            log.error("%s", error.reason, extra={STACK: error.name, ACTION: "failed"})
+        discovery = discover(checkout.path, Path(self.config.stack_path), self.config.stack_config_file)
+        for problem in discovery.problems:
+            log.error("%s", problem.reason, extra={STACK: problem.name, ACTION: "failed"})
         return discovery
 
-    def _render_all(self, discovery: Discovery, renderer: Renderer, cache: RenderCache) -> dict[str, RenderedStack | str]:
-        rendered: dict[str, RenderedStack | str] = {}
+    def _render_all(
+        self, discovery: Discovery, renderer: Renderer, cache: RenderCache
+    ) -> tuple[list[StackHashes | StackProblem], dict[str, RenderedStack]]:
+        """Every stack's hashes (from the cache where its inputs are unchanged) or its problem,
+        in deploy order; and the stacks that were rendered for real, with their projects."""
+        desired: list[StackHashes | StackProblem] = []
+        rendered: dict[str, RenderedStack] = {}
         for stack in discovery.ordered():
             cached = cache.lookup(stack)
             if cached is not None:
-                rendered[stack.name] = cached
+                desired.append(cached)
                 continue
             try:
-                rendered[stack.name] = renderer.render(stack)
-                cache.store(stack, rendered[stack.name])
+                fresh = renderer.render(stack)
             except RenderError as exc:
-                rendered[stack.name] = str(exc)
+                desired.append(StackProblem(stack.name, str(exc)))
                 log.error("%s", exc, extra={STACK: stack.name, ACTION: "failed"})
-        return rendered
+                continue
+            cache.store(stack, fresh.hashes)
+            rendered[stack.name] = fresh
+            desired.append(fresh.hashes)
+        return desired + list(discovery.problems), rendered
 
-    def _apply(self, plan, discovery, renderer, rendered, cache, state, checkout, env) -> dict[str, tuple[Action, str]]:
-        applier = Applier(self.compose, env, self.masker, self.config.remove_orphans, self.config.deploy_timeout)
-        stacks = {stack.name: stack for stack in discovery.stacks}
-        outcomes: dict[str, tuple[Action, str]] = {}
-        deploys = plan.with_action(Action.DEPLOY)
-        for index, planned in enumerate(plan.stacks):
-            fields = {STACK: planned.name, ACTION: planned.action.value}
-            if planned.action is Action.DEPLOY:
-                notify(f"deploying {deploys.index(planned) + 1}/{len(deploys)}: {planned.name}")
-                log.info("Deploying: %s", planned.reason, extra=fields)
-                try:
-                    stack = stacks[planned.name]
-                    fresh = rendered[planned.name]
-                    if fresh.project is None:  # hashes came from the cache: render for real
-                        fresh = renderer.render(stack)
-                        rendered[planned.name] = fresh
-                        cache.store(stack, fresh)
-                    project = labelled_project(fresh, state.managed.get(planned.name), checkout.commit, self.config.instance_id)
-                    applier.deploy(stack, project)
-                    outcomes[planned.name] = (Action.DEPLOY, planned.reason)
-                except (RenderError, ApplyError) as exc:
-                    log.error("Deploy failed: %s", exc, extra={**fields, ACTION: "failed"})
-                    outcomes[planned.name] = (Action.FAILED, str(exc))
-            elif planned.action is Action.PRUNE:
-                notify(f"pruning {planned.name}")
-                log.info("Pruning: %s", planned.reason, extra=fields)
-                try:
-                    applier.prune(planned.name)
-                    outcomes[planned.name] = (Action.PRUNE, planned.reason)
-                except ApplyError as exc:
-                    log.error("Prune failed: %s", exc, extra={**fields, ACTION: "failed"})
-                    outcomes[planned.name] = (Action.FAILED, str(exc))
-            else:
-                if planned.action is not Action.UNCHANGED:
-                    log.info("%s: %s", planned.action.value.capitalize(), planned.reason, extra=fields)
-                outcomes[planned.name] = (planned.action, planned.reason)
-        return outcomes
-
-    def _write_state(self, result: SyncResult, checkout: Checkout, rendered) -> None:
-        hashes = {name: r.stack_hash for name, r in rendered.items() if isinstance(r, RenderedStack)}
-        report.write_state(
-            self.config.state_dir,
-            {
-                "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "commit": checkout.commit,
-                "subject": self.masker(checkout.subject),
-                "branch": self.config.branch,
-                "repository": self.config.repo_url,
-                "result": "failed" if result.failed else "ok",
-                "summary": result.summary(),
-                "stacks": {
-                    name: {"action": action.value, "reason": why, "hash": hashes.get(name)}
-                    for name, (action, why) in result.outcomes.items()
-                },
-            },
+    def _deploy(
+        self,
+        planned: StackPlan,
+        stack: Stack,
+        rendered: dict[str, RenderedStack],
+        renderer: Renderer,
+        cache: RenderCache,
+        applier: Applier,
+        engine: EngineState,
+        checkout: Checkout,
+    ) -> StackOutcome:
+        fields = {STACK: planned.name, ACTION: planned.action.value}
+        log.info("Deploying: %s", planned.reason, extra=fields)
+        try:
+            fresh = rendered.get(planned.name)
+            if fresh is None:  # planned from cached hashes: the project itself is needed now
+                fresh = renderer.render(stack)
+                cache.store(stack, fresh.hashes)
+                if fresh.hashes.stack_hash != planned.stack_hash:
+                    log.warning("The stack rendered differently than when it was planned; deploying the new render", extra=fields)
+            project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id)
+            applier.deploy(stack, project)
+        except (RenderError, ApplyError) as exc:
+            log.error("Deploy failed: %s", exc, extra={**fields, ACTION: "failed"})
+            return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=str(exc))
+        return StackOutcome(
+            planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit
         )
 
+    def _prune(self, planned: StackPlan, applier: Applier) -> StackOutcome:
+        fields = {STACK: planned.name, ACTION: planned.action.value}
+        log.info("Pruning: %s", planned.reason, extra=fields)
+        try:
+            applier.prune(planned.name)
+        except ApplyError as exc:
+            log.error("Prune failed: %s", exc, extra={**fields, ACTION: "failed"})
+            return StackOutcome(planned.name, Action.FAILED, planned.reason, error=str(exc))
+        return StackOutcome(planned.name, Action.PRUNE, planned.reason)
+
+    def _untouched(self, planned: StackPlan, engine: EngineState) -> StackOutcome:
+        if planned.action not in (Action.UNCHANGED, Action.FAILED):
+            log.info("%s: %s", planned.action.value.capitalize(), planned.reason, extra={STACK: planned.name, ACTION: planned.action.value})
+        deployed = engine.managed.get(planned.name)
+        commit = deployed.containers[0].labels.get(COMMIT) if deployed and deployed.containers else None
+        error = planned.reason if planned.action is Action.FAILED else None
+        return StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, commit=commit, error=error)

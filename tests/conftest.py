@@ -207,7 +207,8 @@ class Composeflux:
         )
 
     def last_state(self) -> dict:
-        return json.loads((self.state / "last-sync.json").read_text())
+        """The last sync's record in the state file."""
+        return json.loads((self.state / "state.json").read_text())["last_sync"]
 
 
 def base_environment() -> dict:

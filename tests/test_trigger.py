@@ -90,28 +90,3 @@ def test_cli_trigger_uses_trigger_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TRIGGER_DIR", str(tmp_path / "missing"))
     result = CliRunner().invoke(cli.main, ["trigger"])
     assert result.exit_code == 1
-
-
-def test_sync_drains_the_spool_first(tmp_path, monkeypatch):
-    """run_sync empties TRIGGER_DIR once the configuration is loaded, before the sync itself."""
-    from composeflux import cli
-
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    trigger.request_sync(spool)
-    seen = {}
-
-    class FakeSync:
-        def __init__(self, *args, **kwargs):
-            seen["left"] = list(spool.iterdir())
-
-        def run(self):
-            raise cli.ComposefluxError("stop here")
-
-    conf = tmp_path / "composeflux.conf"
-    conf.write_text(f"GIT_REPO_URL=/nonexistent\nSTACK_PATH=stacks\nTRIGGER_DIR={spool}\n")
-    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
-    monkeypatch.setattr(cli, "Sync", FakeSync)
-    cli.run_sync(conf, dry_run=False, allow_prune_all=False, log_level=None, log_format=None,
-                 repo_url=None, branch=None, stack_path=None, clone_path=None)
-    assert seen["left"] == []

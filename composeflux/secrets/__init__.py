@@ -1,40 +1,81 @@
 """Secrets providers: where the values substituted into Compose projects come from.
 
-A provider is built from the merged settings (composeflux.conf < environment < systemd
-credentials), validated up front, and asked once per sync for every secret it holds.
-Values are only ever kept in memory: the sync masks them in logs and feeds them to
-`docker compose` through its environment, never through arguments or files.
+A provider is built once, while the configuration is loaded (so its settings are validated
+before anything is touched), carried on Config, and asked once per sync for every secret it
+holds. Values are only ever kept in memory: they go into the run's Masker as soon as they are
+fetched, and reach `docker compose` through its environment, never through arguments or files.
 
-Each provider lives in its own module, imported only when selected, exposing:
-    KEYS: frozenset of the settings keys it reads (so config validation knows them)
-    from_settings(settings) -> SecretsProvider   (raises ConfigError naming the key)
+The registry below knows every provider's settings keys and which of them are credentials
+without importing any provider: a provider module (and what it needs: requests, cryptography)
+is imported only when it is selected. Each module exposes
+
+    from_settings(settings, masker) -> SecretsProvider   (raises ConfigError naming the key)
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import importlib
 from collections.abc import Mapping
 
 from composeflux.errors import ConfigError, SecretsError
+from composeflux.masking import Masker
 
-# SECRETS_PROVIDER value -> module implementing it (None: built in here).
-PROVIDER_MODULES = {
-    "none": None,
-    "infisical": "composeflux.secrets.infisical",
-    "bitwarden": "composeflux.secrets.bitwarden",
-    "file": "composeflux.secrets.file",
-    "command": "composeflux.secrets.command",
-}
+
+@dataclasses.dataclass(frozen=True)
+class ProviderInfo:
+    module: str | None  # None: built in here
+    keys: frozenset[str]  # the settings it reads
+    credentials: frozenset[str] = frozenset()  # those of them whose values must be masked
+
 
 # Keys shared by all providers.
-COMMON_KEYS = frozenset(
-    {"SECRETS_PROVIDER", "GIT_DEPLOY_KEY_SECRET_REF", "SECRETS_CA_BUNDLE", "SECRETS_TIMEOUT"}
-)
+COMMON_KEYS = frozenset({"SECRETS_PROVIDER", "GIT_DEPLOY_KEY_SECRET_REF", "SECRETS_CA_BUNDLE", "SECRETS_TIMEOUT"})
 
-# Settings whose values are credentials, to be masked wherever text is shown. (Matching key
-# names by pattern would also hide harmless values such as SECRETS_PROVIDER=infisical.)
-CREDENTIAL_KEYS = frozenset({"INFISICAL_CLIENT_ID", "INFISICAL_CLIENT_SECRET", "BITWARDEN_ACCESS_TOKEN"})
+PROVIDERS: dict[str, ProviderInfo] = {
+    "none": ProviderInfo(None, frozenset()),
+    "infisical": ProviderInfo(
+        "composeflux.secrets.infisical",
+        frozenset(
+            {
+                "INFISICAL_CLIENT_ID",
+                "INFISICAL_CLIENT_SECRET",
+                "INFISICAL_PROJECT_ID",
+                "INFISICAL_ENVIRONMENT",
+                "INFISICAL_SITE_URL",
+                "INFISICAL_SECRET_PATH",
+            }
+        ),
+        credentials=frozenset({"INFISICAL_CLIENT_ID", "INFISICAL_CLIENT_SECRET"}),
+    ),
+    "bitwarden": ProviderInfo(
+        "composeflux.secrets.bitwarden",
+        frozenset(
+            {
+                "BITWARDEN_ACCESS_TOKEN",
+                "BITWARDEN_ORGANIZATION_ID",
+                "BITWARDEN_PROJECT_ID",
+                "BITWARDEN_API_URL",
+                "BITWARDEN_IDENTITY_URL",
+            }
+        ),
+        credentials=frozenset({"BITWARDEN_ACCESS_TOKEN"}),
+    ),
+    "file": ProviderInfo("composeflux.secrets.file", frozenset({"SECRETS_FILE"})),
+    "command": ProviderInfo("composeflux.secrets.command", frozenset({"SECRETS_COMMAND", "SECRETS_COMMAND_TIMEOUT"})),
+}
+
+
+def all_keys() -> frozenset[str]:
+    """Every settings key any provider reads."""
+    return COMMON_KEYS.union(*(info.keys for info in PROVIDERS.values()))
+
+
+def credential_keys() -> frozenset[str]:
+    """Settings of any provider whose values are credentials. (Matching key names by pattern
+    would also hide harmless values such as SECRETS_PROVIDER=infisical.)"""
+    return frozenset().union(*(info.credentials for info in PROVIDERS.values()))
 
 
 class SecretsProvider(abc.ABC):
@@ -64,27 +105,16 @@ class NoSecrets(SecretsProvider):
         raise SecretsError("none: GIT_DEPLOY_KEY_SECRET_REF needs a secrets provider (SECRETS_PROVIDER)")
 
 
-def _provider_module(name: str):
-    return importlib.import_module(PROVIDER_MODULES[name])
-
-
-def all_keys() -> frozenset[str]:
-    """Every settings key any provider reads."""
-    keys = set(COMMON_KEYS)
-    for name, module in PROVIDER_MODULES.items():
-        if module is not None:
-            try:
-                keys |= _provider_module(name).KEYS
-            except ImportError:
-                continue
-    return frozenset(keys)
-
-
-def provider_from_settings(settings: Mapping[str, str]) -> SecretsProvider:
+def provider_from_settings(settings: Mapping[str, str], masker: Masker | None = None) -> SecretsProvider:
+    """Build the selected provider. `masker`: the run's masker, which the provider feeds with
+    what it learns on the way (session tokens) and uses for its own error messages."""
     name = settings.get("SECRETS_PROVIDER", "none").strip().lower() or "none"
-    if name not in PROVIDER_MODULES:
-        choices = ", ".join(sorted(PROVIDER_MODULES))
+    if name not in PROVIDERS:
+        choices = ", ".join(sorted(PROVIDERS))
         raise ConfigError(f"SECRETS_PROVIDER: unknown provider {name!r} (choose one of: {choices})")
-    if name == "none":
+    module = PROVIDERS[name].module
+    if module is None:
         return NoSecrets()
-    return _provider_module(name).from_settings(settings)
+    masker = masker if masker is not None else Masker(settings[key] for key in credential_keys() if key in settings)
+    provider: SecretsProvider = importlib.import_module(module).from_settings(settings, masker)
+    return provider

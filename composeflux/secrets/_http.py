@@ -10,13 +10,14 @@ from __future__ import annotations
 import ipaddress
 import os
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 
 import composeflux
-
 from composeflux.errors import ConfigError, SecretsError
+from composeflux.masking import Masker
 from composeflux.settings import seconds
 
 DEFAULT_TIMEOUT = 10.0  # seconds, per connection attempt and per read
@@ -59,15 +60,15 @@ def connection_settings(settings: Mapping[str, str]) -> tuple[float, str | bool]
 class HttpClient:
     """requests.Session wrapper: bounded timeouts, verification on, no redirects, no leaks."""
 
-    def __init__(self, provider: str, timeout: float, verify: str | bool):
+    def __init__(self, provider: str, timeout: float, verify: str | bool, masker: Masker):
         self.provider = provider
         self.timeout = timeout
         # Passed with each request: a Session.verify would lose to $REQUESTS_CA_BUNDLE.
         self.verify = verify
         self.session = requests.Session()
         self.session.headers["User-Agent"] = f"composeflux/{composeflux.__version__}"
-        # Strings that must never appear in an error message (tokens, client secrets).
-        self.sensitive: set[str] = set()
+        # The run's masker: credentials are in it already; the provider adds session tokens.
+        self.masker = masker
 
     def request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:
         """Send one request; transport failures become SecretsError mentioning `what`."""
@@ -120,19 +121,13 @@ class HttpClient:
         ]
         if not parts:
             return ""
-        text = self.scrub(": ".join(parts))
+        text = self.masker(": ".join(parts))
         if len(text) > MAX_SERVER_MESSAGE:
             text = text[:MAX_SERVER_MESSAGE] + "..."
         return ": " + text
 
-    def scrub(self, text: str, more: Iterable[str] = ()) -> str:
-        for secret in sorted({*self.sensitive, *more}, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
-
     def error(self, message: str) -> SecretsError:
-        return SecretsError(f"{self.provider}: {self.scrub(message)}")
+        return SecretsError(f"{self.provider}: {self.masker(message)}")
 
 
 def _origin(url: str) -> str:

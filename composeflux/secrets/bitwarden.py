@@ -32,23 +32,15 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from composeflux.errors import ConfigError
+from composeflux.masking import Masker
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
-from composeflux.secrets.envfile import is_valid_name
+from composeflux.envfile import is_valid_name
 
 DEFAULT_API_URL = "https://api.bitwarden.com"
 DEFAULT_IDENTITY_URL = "https://identity.bitwarden.com"
 DEVICE_TYPE_SDK = "21"  # Bitwarden's DeviceType for SDK clients, sent with the login
 
-KEYS = frozenset(
-    {
-        "BITWARDEN_ACCESS_TOKEN",
-        "BITWARDEN_ORGANIZATION_ID",
-        "BITWARDEN_PROJECT_ID",
-        "BITWARDEN_API_URL",
-        "BITWARDEN_IDENTITY_URL",
-    }
-)
 
 
 class CryptoError(Exception):
@@ -123,7 +115,7 @@ def decrypt_enc_string(enc_string: str, key: SymmetricKey) -> bytes:
         raise CryptoError("bad padding") from None
 
 
-def from_settings(settings: Mapping[str, str]) -> BitwardenProvider:
+def from_settings(settings: Mapping[str, str], masker: Masker) -> BitwardenProvider:
     raw_token = settings.get("BITWARDEN_ACCESS_TOKEN", "").strip()
     if not raw_token:
         raise ConfigError("BITWARDEN_ACCESS_TOKEN: required when SECRETS_PROVIDER=bitwarden")
@@ -149,6 +141,7 @@ def from_settings(settings: Mapping[str, str]) -> BitwardenProvider:
         identity_url=identity_url,
         timeout=timeout,
         verify=verify,
+        masker=masker,
     )
 
 
@@ -174,14 +167,14 @@ def _deploy_key_id(ref: str) -> str:
 class BitwardenProvider(SecretsProvider):
     name = "bitwarden"
 
-    def __init__(self, *, token, project_id, organization_id, api_url, identity_url, timeout, verify):
+    def __init__(self, *, token, project_id, organization_id, api_url, identity_url, timeout, verify, masker):
         self.token = token
         self.project_id = project_id
         self.organization_id = organization_id
         self.api_url = api_url
         self.identity_url = identity_url
-        self.http = HttpClient(self.name, timeout, verify)
-        self.http.sensitive.add(token.client_secret)
+        self.http = HttpClient(self.name, timeout, verify, masker)
+        self.http.masker.add([token.client_secret])
         self._session: tuple[str, SymmetricKey] | None = None  # (bearer token, org key)
 
     def fetch(self) -> dict[str, str]:
@@ -246,7 +239,7 @@ class BitwardenProvider(SecretsProvider):
         bearer, payload = body.get("access_token"), body.get("encrypted_payload")
         if not isinstance(bearer, str) or not isinstance(payload, str):
             raise self.http.error(f"{what}: the answer lacks access_token or encrypted_payload")
-        self.http.sensitive.add(bearer)
+        self.http.masker.add([bearer])
         try:
             org_key_b64 = json.loads(decrypt_enc_string(payload, self.token.encryption_key))["encryptionKey"]
             org_key = SymmetricKey.from_bytes(base64.b64decode(org_key_b64, validate=True))

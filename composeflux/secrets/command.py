@@ -20,31 +20,32 @@ import signal
 import subprocess
 from collections.abc import Mapping
 
+from composeflux.envfile import is_valid_name, parse_env_text
 from composeflux.errors import ConfigError, SecretsError
+from composeflux.masking import Masker
 from composeflux.secrets import SecretsProvider, all_keys
-from composeflux.secrets.envfile import is_valid_name, parse_env_text
 from composeflux.settings import seconds
 
 log = logging.getLogger("composeflux.secrets")
 
 DEFAULT_TIMEOUT = 30.0  # seconds; CLIs like bws or op make a network round trip or two
-KEYS = frozenset({"SECRETS_COMMAND", "SECRETS_COMMAND_TIMEOUT"})
 
 
-def from_settings(settings: Mapping[str, str]) -> CommandProvider:
+def from_settings(settings: Mapping[str, str], masker: Masker) -> CommandProvider:
     command = settings.get("SECRETS_COMMAND", "").strip()
     if not command:
         raise ConfigError("SECRETS_COMMAND: required when SECRETS_PROVIDER=command")
     timeout = seconds(settings, "SECRETS_COMMAND_TIMEOUT", DEFAULT_TIMEOUT, allow_zero=False, maximum=3600)
     hidden = set(settings) | all_keys() | {"NOTIFY_SOCKET"}
-    return CommandProvider(command, timeout, hidden)
+    return CommandProvider(command, timeout, hidden, masker)
 
 
 class CommandProvider(SecretsProvider):
     name = "command"
 
-    def __init__(self, command: str, timeout: float, hidden_variables: set[str]):
+    def __init__(self, command: str, timeout: float, hidden_variables: set[str], masker: Masker):
         self.command = command
+        self.masker = masker
         self.timeout = timeout
         self.hidden_variables = hidden_variables
         self._fetched: dict[str, str] | None = None  # this sync's result, for fetch_deploy_key
@@ -70,7 +71,8 @@ class CommandProvider(SecretsProvider):
             raise SecretsError(f"command: SECRETS_COMMAND gave no result within {self.timeout:g} s (killed)") from None
 
         secrets, problem = self._parse(stdout)
-        self._log_stderr(stderr, secrets)
+        self.masker.add(secrets.values())
+        self._log_stderr(stderr)
         if process.returncode < 0:
             raise SecretsError(f"command: SECRETS_COMMAND was killed by signal {-process.returncode}")
         if process.returncode > 0:
@@ -118,10 +120,8 @@ class CommandProvider(SecretsProvider):
                 return {}, f"SECRETS_COMMAND output: the value of {name} is not a string"
         return data, None
 
-    def _log_stderr(self, stderr: bytes, secrets: dict[str, str]) -> None:
-        text = stderr.decode("utf-8", errors="replace")
-        for value in sorted((v for v in secrets.values() if v), key=len, reverse=True):
-            text = text.replace(value, "***")
+    def _log_stderr(self, stderr: bytes) -> None:
+        text = self.masker(stderr.decode("utf-8", errors="replace"))
         for line in text.splitlines():
             if line.strip():
                 log.warning("command: stderr: %s", line)

@@ -13,12 +13,11 @@ from collections.abc import Mapping
 
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import SecretsProvider
-from composeflux.secrets.envfile import parse_env_text
-
-KEYS = frozenset({"SECRETS_FILE"})
+from composeflux.envfile import parse_env_text
 
 
-def from_settings(settings: Mapping[str, str]) -> FileProvider:
+
+def from_settings(settings: Mapping[str, str], masker: object) -> FileProvider:
     path = settings.get("SECRETS_FILE", "").strip()
     if not path:
         raise ConfigError("SECRETS_FILE: required when SECRETS_PROVIDER=file")

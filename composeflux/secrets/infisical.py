@@ -15,29 +15,20 @@ import urllib.parse
 from collections.abc import Mapping
 
 from composeflux.errors import ConfigError, SecretsError
+from composeflux.masking import Masker
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
-from composeflux.secrets.envfile import is_valid_name
+from composeflux.envfile import is_valid_name
 
 log = logging.getLogger("composeflux.secrets")
 
 DEFAULT_SITE_URL = "https://app.infisical.com"
 
-KEYS = frozenset(
-    {
-        "INFISICAL_CLIENT_ID",
-        "INFISICAL_CLIENT_SECRET",
-        "INFISICAL_PROJECT_ID",
-        "INFISICAL_ENVIRONMENT",
-        "INFISICAL_SITE_URL",
-        "INFISICAL_SECRET_PATH",
-    }
-)
 
 _REQUIRED = ("INFISICAL_CLIENT_ID", "INFISICAL_CLIENT_SECRET", "INFISICAL_PROJECT_ID", "INFISICAL_ENVIRONMENT")
 
 
-def from_settings(settings: Mapping[str, str]) -> InfisicalProvider:
+def from_settings(settings: Mapping[str, str], masker: Masker) -> InfisicalProvider:
     for key in _REQUIRED:
         if not settings.get(key, "").strip():
             raise ConfigError(f"{key}: required when SECRETS_PROVIDER=infisical")
@@ -53,6 +44,7 @@ def from_settings(settings: Mapping[str, str]) -> InfisicalProvider:
         paths=paths,
         timeout=timeout,
         verify=verify,
+        masker=masker,
     )
 
 
@@ -72,15 +64,15 @@ def parse_paths(raw: str) -> list[str]:
 class InfisicalProvider(SecretsProvider):
     name = "infisical"
 
-    def __init__(self, *, site_url, client_id, client_secret, project_id, environment, paths, timeout, verify):
+    def __init__(self, *, site_url, client_id, client_secret, project_id, environment, paths, timeout, verify, masker):
         self.site_url = site_url
         self.client_id = client_id
         self.client_secret = client_secret
         self.project_id = project_id
         self.environment = environment
         self.paths = paths
-        self.http = HttpClient(self.name, timeout, verify)
-        self.http.sensitive.add(client_secret)
+        self.http = HttpClient(self.name, timeout, verify, masker)
+        self.http.masker.add([client_secret])
         self._token: str | None = None
         # Set once v4 turned out to be missing, so the rest of this sync goes straight to v3.
         self._use_v3 = False
@@ -126,7 +118,7 @@ class InfisicalProvider(SecretsProvider):
             token = self.http.json(response, what).get("accessToken")
             if not isinstance(token, str) or not token:
                 raise self.http.error(f"{what}: the answer has no access token")
-            self.http.sensitive.add(token)
+            self.http.masker.add([token])
             self._token = token
         return self._token
 

@@ -1,6 +1,6 @@
 import pytest
 
-from composeflux.secrets.envfile import parse_env_text
+from composeflux.envfile import parse_env_text
 
 
 def test_plain_comments_blank_lines_and_export():

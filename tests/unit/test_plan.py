@@ -2,14 +2,14 @@
 
 import pytest
 
-from composeflux.engine import Container, DeployedStack, SERVICE_HASH
+from composeflux.deployed import SERVICE_HASH, Container, DeployedStack
 from composeflux.errors import UnsafePruneError
 from composeflux.plan import Action, make_plan
-from composeflux.render import RenderedStack
+from composeflux.rendered import StackHashes, StackProblem
 
 
 def rendered(name, **services):
-    return RenderedStack(name, f"stack-{name}", dict(services))
+    return StackHashes(name, f"stack-{name}", dict(services))
 
 
 def deployed(name, state="running", exit_code=None, **services):
@@ -20,9 +20,10 @@ def deployed(name, state="running", exit_code=None, **services):
     return DeployedStack(name, containers)
 
 
-def plan_for(desired, running, others=None, in_git=None, remove_orphans=True, allow_prune_all=False):
-    names = in_git if in_git is not None else {name for name, _ in desired}
-    return make_plan(desired, running, others or {}, names, remove_orphans, allow_prune_all)
+def plan_for(desired, running, others=None, remove_orphans=True, allow_prune_all=False):
+    """desired: (name, hashes or the reason the stack failed) in deploy order."""
+    items = [StackProblem(name, value) if isinstance(value, str) else value for name, value in desired]
+    return make_plan(items, running, others or {}, remove_orphans, allow_prune_all)
 
 
 def actions(plan):

@@ -33,7 +33,7 @@ def test_discovery_rules(tmp_path):
         "db": ["docker-compose.yml"],
         "web": ["compose.yaml", "compose.override.yaml"],
     }
-    assert [(e.name, "not a valid Compose project name" in e.reason) for e in found.errors] == [("Bad.Name", True)]
+    assert [(e.name, "not a valid Compose project name" in e.reason) for e in found.problems] == [("Bad.Name", True)]
 
 
 def test_symlink_out_of_the_checkout_is_an_error_for_that_stack_only(tmp_path):
@@ -43,7 +43,7 @@ def test_symlink_out_of_the_checkout_is_an_error_for_that_stack_only(tmp_path):
     os.symlink(outside, tmp_path / "checkout" / "stacks" / "escape")
     found = discover(tmp_path / "checkout", "stacks", "stack.yml")
     assert [s.name for s in found.stacks] == ["ok"]
-    assert found.errors[0].name == "escape" and "outside the checkout" in found.errors[0].reason
+    assert found.problems[0].name == "escape" and "outside the checkout" in found.problems[0].reason
 
 
 def test_startup_order_then_names(tmp_path, caplog):

@@ -1,0 +1,18 @@
+"""The value a Git source hands on: what is checked out where. No I/O, no git import."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkout:
+    path: Path
+    commit: str
+    subject: str
+    object_ids: dict[str, str]  # repository-relative path -> Git blob/tree id at HEAD
+
+    @property
+    def short_commit(self) -> str:
+        return self.commit[:12]

@@ -1,0 +1,77 @@
+"""The one masking policy: every credential and secret value, in every form it can be printed in.
+
+One Masker is made per run (by `config.load`, which seeds it with every credential the
+configuration holds) and secret values are added to it as soon as a provider returns them.
+Everything composeflux shows passes through it: log records in every format (it is a logging
+filter), `docker compose` output, HTTP client and command errors, git errors, the state file,
+the dry-run plan and sd_notify STATUS.
+
+A value is masked as written and in the escaped forms it takes when a tool quotes it: JSON
+(`"a\\"b"`, also ASCII-only), Python's repr, URL encoding (a password inside a URL) and shell
+quoting. Values shorter than MIN_MASKED_LENGTH are not masked (they would replace ordinary
+words all over the log); composeflux.conf(5) says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import urllib.parse
+from collections.abc import Iterable
+
+MASK = "***"
+MIN_MASKED_LENGTH = 4
+
+
+def escaped_forms(value: str) -> set[str]:
+    """The value itself and each way a tool might have escaped it on its way into a message."""
+    forms = {
+        value,
+        json.dumps(value)[1:-1],
+        json.dumps(value, ensure_ascii=False)[1:-1],
+        repr(value)[1:-1],
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value, safe=""),
+        urllib.parse.quote(value),
+        shlex.quote(value),
+    }
+    return {form for form in forms if len(form) >= MIN_MASKED_LENGTH}
+
+
+class Masker(logging.Filter):
+    """Replaces known secret values with *** in log records and in any text it is given."""
+
+    def __init__(self, values: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._values: set[str] = set()
+        self._forms: list[str] = []
+        self.add(values)
+
+    def add(self, values: Iterable[str | None]) -> None:
+        new = {v for v in values if isinstance(v, str) and len(v) >= MIN_MASKED_LENGTH} - self._values
+        if not new:
+            return
+        self._values |= new
+        forms = set(self._forms)
+        for value in new:
+            forms |= escaped_forms(value)
+        # Longest first, so a secret that contains another one is masked whole.
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._values
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+        record.msg, record.args, record.exc_text = self(message), (), None
+        return True

@@ -1,0 +1,89 @@
+"""What a sync did, as plain values: one StackOutcome per stack and one SyncOutcome per run.
+
+The summary line, the exit status, `composeflux status` and the state file are all derived
+from these; nothing else keeps its own record of what happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from composeflux.errors import ExitStatus
+from composeflux.plan import Action, Plan
+
+PAST_TENSE = {
+    Action.DEPLOY: "deployed",
+    Action.UNCHANGED: "unchanged",
+    Action.PRUNE: "pruned",
+    Action.KEEP: "kept",
+    Action.FAILED: "failed",
+    Action.SKIPPED: "not attempted",
+}
+# Always counted in the summary line, even when zero (the others only when they happened).
+ALWAYS_COUNTED = (Action.DEPLOY, Action.UNCHANGED, Action.PRUNE, Action.FAILED)
+
+
+@dataclasses.dataclass(frozen=True)
+class StackOutcome:
+    name: str
+    action: Action  # what happened (DEPLOY: deployed, PRUNE: pruned, ...)
+    reason: str = ""  # why it was planned so ("new", "hash changed ...", "deleted from Git")
+    stack_hash: str | None = None
+    service_hashes: dict[str, str] = dataclasses.field(default_factory=dict)
+    commit: str | None = None  # the commit its containers now run, when it was deployed or unchanged
+    error: str | None = None  # FAILED only: what went wrong (masked)
+
+    @property
+    def changed_something(self) -> bool:
+        return self.action in (Action.DEPLOY, Action.PRUNE)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncOutcome:
+    status: ExitStatus
+    stacks: tuple[StackOutcome, ...] = ()
+    commit: str | None = None
+    subject: str | None = None
+    error: str | None = None  # the failure that ended the sync as a whole (masked)
+    plan: Plan | None = None
+    dry_run: bool = False
+
+    @property
+    def failed(self) -> dict[str, str]:
+        return {s.name: s.error or s.reason for s in self.stacks if s.action is Action.FAILED}
+
+    @property
+    def result(self) -> str:
+        """ok (converged), failed (some stacks failed), error (the sync as a whole failed)."""
+        if self.error is not None:
+            return "error"
+        return "failed" if self.failed else "ok"
+
+    def counts(self) -> dict[Action, int]:
+        counts = {action: 0 for action in PAST_TENSE}
+        for stack in self.stacks:
+            counts[stack.action] += 1
+        return counts
+
+    def done(self) -> str:
+        """What was changed before the sync ended, e.g. "deployed a, b; pruned c", or ""."""
+        parts = []
+        for action in (Action.DEPLOY, Action.PRUNE):
+            names = [s.name for s in self.stacks if s.action is action]
+            if names:
+                parts.append(f"{PAST_TENSE[action]} {', '.join(names)}")
+        return "; ".join(parts)
+
+    def summary(self) -> str:
+        if self.dry_run and self.plan is not None and self.error is None:
+            return "dry run: " + self.plan.summary()
+        if self.error is not None:
+            done = self.done()
+            if done:
+                return f"sync stopped: {self.error} (already done: {done}; the other stacks were not changed)"
+            return f"sync failed, nothing was changed: {self.error}"
+        counts = self.counts()
+        text = ", ".join(f"{n} {PAST_TENSE[a]}" for a, n in counts.items() if n or a in ALWAYS_COUNTED)
+        if self.failed:
+            text += " (" + "; ".join(f"{name}: {why}" for name, why in self.failed.items()) + ")"
+        return text

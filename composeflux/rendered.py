@@ -1,0 +1,39 @@
+"""What rendering yields: a stack's keyed hashes, and (when it was really rendered) its project.
+
+Two types, so that "came from the render cache" is a type and not a `None` to remember:
+StackHashes is enough to plan; only a RenderedStack, which holds the project, can be deployed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StackHashes:
+    name: str
+    stack_hash: str
+    service_hashes: dict[str, str]
+    # Paths whose content the render and hash depend on, beyond the stack's own directory.
+    dependencies: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderedStack:
+    hashes: StackHashes
+    # The rendered project holds secret values: kept in memory only, never logged or written.
+    project: dict[str, Any] = dataclasses.field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.hashes.name
+
+
+@dataclasses.dataclass(frozen=True)
+class StackProblem:
+    """A stack that cannot be deployed this time (bad directory, render failure); the reason is
+    safe to show (masked)."""
+
+    name: str
+    reason: str

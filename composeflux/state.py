@@ -1,0 +1,319 @@
+"""Durable per-stack state: the one home of what happened to each stack over time.
+
+    $STATE_DIRECTORY/state.json     (mode 0640; written once per run, atomically)
+
+    {"version": 1,
+     "last_sync": {time, result, status, commit, subject, branch, repository, summary,
+                   stacks: {NAME: {action, reason, hash, error}}},
+     "stacks": {NAME: {last_action, last_reason, last_error,
+                       deployed: {commit, hash, time} | null,    the commit its containers run
+                       good: {commit, hash, time} | null,        the last one that converged
+                       consecutive_failures, failing_since}},
+     "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
+
+`record()` is a pure function from the previous state and a run's outcome to the next state;
+`load()` and `save()` are the only I/O. Rollback, failure backoff, notifications and metrics
+read these records; nothing else keeps its own copy. The file of composeflux 0.1
+(`last-sync.json`) is read once and migrated; a damaged file is set aside, never trusted.
+
+"Good" means: the last deploy of the stack succeeded, or the sync found it running exactly
+what Git says. (A health gate, when there is one, decides it more strictly.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from composeflux.outcome import StackOutcome, SyncOutcome
+from composeflux.plan import Action
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.json"
+LEGACY_STATE_FILE = "last-sync.json"  # composeflux 0.1
+VERSION = 1
+HISTORY_LIMIT = 50
+MODE = 0o640
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Revision:
+    commit: str | None
+    hash: str | None
+    time: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> Revision | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(_str(data.get("commit")), _str(data.get("hash")), _str(data.get("time")) or "")
+
+
+@dataclasses.dataclass(frozen=True)
+class StackRecord:
+    last_action: str = ""
+    last_reason: str = ""
+    last_error: str | None = None
+    deployed: Revision | None = None
+    good: Revision | None = None
+    consecutive_failures: int = 0
+    failing_since: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Any) -> StackRecord:
+        if not isinstance(data, dict):
+            return cls()
+        failures = data.get("consecutive_failures")
+        return cls(
+            last_action=_str(data.get("last_action")) or "",
+            last_reason=_str(data.get("last_reason")) or "",
+            last_error=_str(data.get("last_error")),
+            deployed=Revision.from_json(data.get("deployed")),
+            good=Revision.from_json(data.get("good")),
+            consecutive_failures=failures if isinstance(failures, int) and failures >= 0 else 0,
+            failing_since=_str(data.get("failing_since")),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class LastSync:
+    time: str
+    result: str  # ok, failed, error
+    status: int
+    summary: str
+    commit: str | None = None
+    subject: str | None = None
+    branch: str | None = None
+    repository: str | None = None
+    stacks: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Any) -> LastSync | None:
+        if not isinstance(data, dict):
+            return None
+        stacks = data.get("stacks")
+        status = data.get("status")
+        return cls(
+            time=_str(data.get("time")) or "",
+            result=_str(data.get("result")) or "error",
+            status=status if isinstance(status, int) else (0 if data.get("result") == "ok" else 1),
+            summary=_str(data.get("summary")) or "",
+            commit=_str(data.get("commit")),
+            subject=_str(data.get("subject")),
+            branch=_str(data.get("branch")),
+            repository=_str(data.get("repository")),
+            stacks={
+                str(name): {key: _str(value) for key, value in entry.items()}
+                for name, entry in (stacks.items() if isinstance(stacks, dict) else [])
+                if isinstance(entry, dict)
+            },
+        )
+
+    def history_entry(self) -> dict[str, Any]:
+        return {"time": self.time, "result": self.result, "status": self.status, "commit": self.commit, "summary": self.summary}
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    last_sync: LastSync | None = None
+    stacks: dict[str, StackRecord] = dataclasses.field(default_factory=dict)
+    history: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "last_sync": dataclasses.asdict(self.last_sync) if self.last_sync else None,
+            "stacks": {name: dataclasses.asdict(record) for name, record in sorted(self.stacks.items())},
+            "history": list(self.history),
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> State:
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            raise ValueError("not a composeflux state file of version 1")
+        stacks = data.get("stacks")
+        history = data.get("history")
+        return cls(
+            last_sync=LastSync.from_json(data.get("last_sync")),
+            stacks={str(k): StackRecord.from_json(v) for k, v in stacks.items()} if isinstance(stacks, dict) else {},
+            history=tuple(h for h in history if isinstance(h, dict))[-HISTORY_LIMIT:] if isinstance(history, list) else (),
+        )
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# -- the pure part -------------------------------------------------------------------------------
+
+
+def migrate_legacy(data: Any) -> State:
+    """State from composeflux 0.1's last-sync.json: its last sync, and per stack what it did."""
+    last = LastSync.from_json(data)
+    if last is None:
+        raise ValueError("not a composeflux 0.1 last-sync.json")
+    stacks = {}
+    for name, entry in last.stacks.items():
+        action = entry.get("action") or ""
+        revision = Revision(last.commit, entry.get("hash"), last.time) if action in ("deploy", "unchanged") else None
+        stacks[name] = StackRecord(
+            last_action=action,
+            last_reason=entry.get("reason") or "",
+            last_error=entry.get("reason") if action == "failed" else None,
+            deployed=revision,
+            good=revision,
+            consecutive_failures=1 if action == "failed" else 0,
+            failing_since=last.time if action == "failed" else None,
+        )
+    return State(last_sync=last, stacks=stacks, history=(last.history_entry(),))
+
+
+def record(previous: State, outcome: SyncOutcome, *, branch: str, repository: str, time: str | None = None) -> State:
+    """The state after a (real, not dry) run with this outcome."""
+    time = time or now()
+    last = LastSync(
+        time=time,
+        result=outcome.result,
+        status=int(outcome.status),
+        summary=outcome.summary(),
+        commit=outcome.commit,
+        subject=outcome.subject,
+        branch=branch,
+        repository=repository,
+        stacks={
+            s.name: {"action": s.action.value, "reason": s.reason, "hash": s.stack_hash, "error": s.error}
+            for s in outcome.stacks
+        },
+    )
+    stacks = dict(previous.stacks)
+    for stack in outcome.stacks:
+        if stack.action is Action.PRUNE:
+            stacks.pop(stack.name, None)  # removed from the host: nothing left to remember
+        else:
+            stacks[stack.name] = _next_record(stacks.get(stack.name, StackRecord()), stack, time)
+    history = (*previous.history, last.history_entry())[-HISTORY_LIMIT:]
+    return State(last_sync=last, stacks=stacks, history=history)
+
+
+def _next_record(record: StackRecord, stack: StackOutcome, time: str) -> StackRecord:
+    if stack.action is Action.FAILED:
+        return dataclasses.replace(
+            record,
+            last_action=stack.action.value,
+            last_reason=stack.reason,
+            last_error=stack.error or stack.reason,
+            consecutive_failures=record.consecutive_failures + 1,
+            failing_since=record.failing_since or time,
+        )
+    if stack.action in (Action.DEPLOY, Action.UNCHANGED):
+        deployed = record.deployed
+        if stack.action is Action.DEPLOY or deployed is None or deployed.hash != stack.stack_hash:
+            deployed = Revision(stack.commit, stack.stack_hash, time)
+        return StackRecord(
+            last_action=stack.action.value,
+            last_reason=stack.reason,
+            last_error=None,
+            deployed=deployed,
+            good=deployed,
+            consecutive_failures=0,
+            failing_since=None,
+        )
+    # KEEP, SKIPPED: nothing happened to the stack; only say so.
+    return dataclasses.replace(record, last_action=stack.action.value, last_reason=stack.reason)
+
+
+# -- the file ------------------------------------------------------------------------------------
+
+
+def load(state_dir: Path) -> State:
+    """The saved state, for a sync that will save the next one; an empty one on the first run.
+    A file that cannot be used is moved aside (state.json.damaged-<time>) with a warning: no
+    later run may crash on it."""
+    return _load(state_dir, set_aside=True)
+
+
+def read(state_dir: Path) -> State:
+    """The saved state, for showing it: changes nothing on disk."""
+    return _load(state_dir, set_aside=False)
+
+
+def _load(state_dir: Path, set_aside: bool) -> State:
+    path = state_dir / STATE_FILE
+    try:
+        data = json.loads(_read_no_follow(path))
+        return State.from_json(data)
+    except FileNotFoundError:
+        return _load_legacy(state_dir)
+    except (OSError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else str(exc)
+        if set_aside:
+            moved = _set_aside(path)
+            log.warning("The state file %s cannot be used (%s); moved to %s, starting afresh", path, why, moved)
+        else:
+            log.warning("The state file %s cannot be used (%s)", path, why)
+        return State()
+
+
+def _load_legacy(state_dir: Path) -> State:
+    path = state_dir / LEGACY_STATE_FILE
+    try:
+        data = json.loads(_read_no_follow(path))
+        state = migrate_legacy(data)
+    except FileNotFoundError:
+        return State()
+    except (OSError, ValueError) as exc:
+        log.warning("Cannot migrate %s (%s); starting with an empty state", path, exc)
+        return State()
+    log.info("Migrated %s to %s", LEGACY_STATE_FILE, STATE_FILE)
+    return state
+
+
+def _read_no_follow(path: Path) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read().decode("utf-8")
+
+
+def _set_aside(path: Path) -> Path | None:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    try:
+        os.rename(path, target)
+    except OSError:
+        return None
+    return target
+
+
+def save(state_dir: Path, state: State) -> None:
+    """Atomically replace the state file (readers never see half a file), fsync'd, never through
+    a symlink; then the migrated 0.1 file is removed."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / STATE_FILE
+    temporary = path.with_name(f".{STATE_FILE}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, MODE)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(state.to_json(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    (state_dir / LEGACY_STATE_FILE).unlink(missing_ok=True)

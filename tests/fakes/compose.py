@@ -1,0 +1,104 @@
+"""A stand-in for the `docker compose` boundary and the engine, for the fast lane (no Docker).
+
+It keeps the contract composeflux relies on, not Compose's semantics: `config` returns a JSON
+project (the compose file's YAML with `${VAR}`/`${VAR:-default}` interpolated from the
+environment it was given, and Compose's warning for an unset variable), `up` records the project
+it was fed and `read_engine` reports a running container per service with the labels that
+project carried, `down` removes them. Every call is recorded in `calls`.
+
+The integration tests run the same scenarios against the real engine.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from composeflux.compose import Compose, Result
+from composeflux.deployed import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, EngineState, engine_state
+from composeflux.sync import Tools
+
+VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+class FakeCompose(Compose):
+    def __init__(self) -> None:  # no docker binary needed
+        self.base_env = {}
+        self.docker = "docker"
+        self._version = "2.99.0"
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.stopped: set[tuple[str, str]] = set()  # (project, service) whose container has exited
+        self.calls: list[tuple[str, str]] = []
+        self.fail_up: dict[str, str] = {}  # project -> stderr of a failing `up`
+        self.on_up: Callable[[str], None] | None = None  # called before each `up` (to break things)
+
+    def version(self) -> str:
+        self.calls.append(("version", ""))
+        return self._version
+
+    def config(self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str]) -> Result:
+        self.calls.append(("config", project))
+        document: dict[str, Any] = {}
+        warnings = []
+        for file in files:
+            text = file.read_text()
+
+            def substitute(match: re.Match[str]) -> str:
+                name, default = match.group(1), match.group(2)
+                if name in env:
+                    return env[name]
+                if default is None:
+                    warnings.append(f'level=warning msg="The \\"{name}\\" variable is not set. Defaulting to a blank string."')
+                return default or ""
+
+            try:
+                loaded = yaml.safe_load(VARIABLE.sub(substitute, text)) or {}
+            except yaml.YAMLError as exc:
+                return Result(15, "", f"yaml: {exc}")
+            if not isinstance(loaded, dict):
+                return Result(15, "", "top-level object must be a mapping")
+            for key, value in loaded.items():
+                if isinstance(value, dict):
+                    document.setdefault(key, {}).update(value)
+        document["name"] = project
+        for service in (document.get("services") or {}).values():
+            for volume in service.get("volumes") or []:
+                if isinstance(volume, dict) and volume.get("type") == "bind" and not str(volume["source"]).startswith("/"):
+                    volume["source"] = str((directory / volume["source"]).resolve())
+        return Result(0, json.dumps(document), "\n".join(warnings))
+
+    def up(self, project: str, directory: Path, rendered: dict[str, Any], env: Mapping[str, str], remove_orphans: bool, timeout: float) -> Result:
+        self.calls.append(("up", project))
+        if self.on_up is not None:
+            self.on_up(project)
+        if project in self.fail_up:
+            return Result(1, "", self.fail_up[project])
+        self.projects[project] = json.loads(json.dumps(rendered))
+        self.stopped = {(p, s) for p, s in self.stopped if p != project}
+        return Result(0, "", f" Container {project}-app-1  Started")
+
+    def down(self, project: str, timeout: float) -> Result:
+        self.calls.append(("down", project))
+        self.projects.pop(project, None)
+        return Result(0, "", "")
+
+    def read_engine(self, instance_id: str) -> EngineState:
+        pairs = []
+        for project, document in self.projects.items():
+            for service, definition in (document.get("services") or {}).items():
+                labels = {**(definition.get("labels") or {}), COMPOSE_PROJECT: project, COMPOSE_SERVICE: service}
+                stopped = (project, service) in self.stopped
+                container = Container(f"{project}-{service}", service, labels, "exited" if stopped else "running", 137 if stopped else None, ())
+                pairs.append((project, container))
+        return engine_state(pairs, instance_id)
+
+    def tools(self) -> Tools:
+        return Tools(self, self.read_engine)
+
+    def called(self, verb: str) -> list[str]:
+        return [project for name, project in self.calls if name == verb]

@@ -1,0 +1,123 @@
+"""The versioned per-stack state file: a pure record() and careful load()/save()."""
+
+import json
+import os
+
+from composeflux import state
+from composeflux.errors import ExitStatus
+from composeflux.outcome import StackOutcome, SyncOutcome
+from composeflux.plan import Action
+
+
+def outcome(*stacks, status=ExitStatus.OK, commit="c1", error=None):
+    return SyncOutcome(status, tuple(stacks), commit, "subject", error=error)
+
+
+def recorded(previous, result, time):
+    return state.record(previous, result, branch="main", repository="/srv/git/stacks.git", time=time)
+
+
+def test_record_tracks_deployed_good_and_failures():
+    s1 = recorded(state.State(), outcome(StackOutcome("web", Action.DEPLOY, "new", "h1", {}, "c1")), "t1")
+    web = s1.stacks["web"]
+    assert web.deployed == web.good == state.Revision("c1", "h1", "t1")
+    assert web.consecutive_failures == 0
+
+    failed = outcome(StackOutcome("web", Action.FAILED, "hash changed", "h2", error="up failed"), status=ExitStatus.STACKS_FAILED, commit="c2")
+    s2 = recorded(s1, failed, "t2")
+    s3 = recorded(s2, failed, "t3")
+    web = s3.stacks["web"]
+    assert (web.consecutive_failures, web.failing_since, web.last_error) == (2, "t2", "up failed")
+    assert web.good == state.Revision("c1", "h1", "t1")  # still the last one that worked
+    assert s3.last_sync.result == "failed" and s3.last_sync.stacks["web"]["error"] == "up failed"
+
+    s4 = recorded(s3, outcome(StackOutcome("web", Action.UNCHANGED, "", "h1", {}, "c1"), commit="c3"), "t4")
+    web = s4.stacks["web"]
+    assert (web.consecutive_failures, web.failing_since, web.last_error) == (0, None, None)
+    assert web.deployed == state.Revision("c1", "h1", "t1")  # unchanged keeps when it was deployed
+
+    s5 = recorded(s4, outcome(StackOutcome("web", Action.PRUNE, "deleted from Git")), "t5")
+    assert "web" not in s5.stacks
+    assert [h["time"] for h in s5.history] == ["t1", "t2", "t3", "t4", "t5"]
+
+
+def test_history_is_bounded():
+    current = state.State()
+    for index in range(state.HISTORY_LIMIT + 5):
+        current = recorded(current, outcome(), f"t{index}")
+    assert len(current.history) == state.HISTORY_LIMIT
+    assert current.history[-1]["time"] == f"t{state.HISTORY_LIMIT + 4}"
+
+
+def test_a_whole_sync_failure_after_changes_says_what_was_done():
+    result = SyncOutcome(
+        ExitStatus.ENGINE,
+        (StackOutcome("a", Action.DEPLOY, "new", "h", {}, "c"), StackOutcome("b", Action.SKIPPED, "new", "h2")),
+        "c",
+        error="cannot run docker compose: gone",
+    )
+    assert result.result == "error"
+    assert result.summary() == "sync stopped: cannot run docker compose: gone (already done: deployed a; the other stacks were not changed)"
+    saved = recorded(state.State(), result, "t")
+    assert saved.last_sync.status == 8
+    assert saved.stacks["a"].deployed is not None and saved.stacks["b"].deployed is None
+    nothing = SyncOutcome(ExitStatus.GIT, error="cannot fetch")
+    assert nothing.summary() == "sync failed, nothing was changed: cannot fetch"
+
+
+def test_save_then_load_round_trips_atomically(tmp_path):
+    saved = recorded(state.State(), outcome(StackOutcome("web", Action.DEPLOY, "new", "h1", {}, "c1")), "t1")
+    state.save(tmp_path, saved)
+    assert state.load(tmp_path) == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == [state.STATE_FILE]
+    assert (tmp_path / state.STATE_FILE).stat().st_mode & 0o777 == 0o640
+    assert json.loads((tmp_path / state.STATE_FILE).read_text())["version"] == state.VERSION
+
+
+def test_legacy_last_sync_json_is_migrated_and_then_removed(tmp_path):
+    legacy = {
+        "time": "2026-11-01T10:00:00+00:00", "commit": "abc", "subject": "s", "branch": "main", "repository": "r",
+        "result": "failed", "summary": "1 deployed, 0 unchanged, 0 pruned, 1 failed (bad: boom)",
+        "stacks": {"good": {"action": "deploy", "reason": "new", "hash": "h"}, "bad": {"action": "failed", "reason": "boom", "hash": None}},
+    }
+    (tmp_path / state.LEGACY_STATE_FILE).write_text(json.dumps(legacy))
+    loaded = state.load(tmp_path)
+    assert loaded.last_sync.summary == legacy["summary"] and loaded.last_sync.commit == "abc"
+    assert loaded.stacks["good"].good == state.Revision("abc", "h", legacy["time"])
+    assert loaded.stacks["bad"].consecutive_failures == 1 and loaded.stacks["bad"].last_error == "boom"
+    state.save(tmp_path, loaded)
+    assert not (tmp_path / state.LEGACY_STATE_FILE).exists()
+    assert state.load(tmp_path) == loaded
+
+
+def test_damaged_state_is_set_aside_by_a_sync_and_only_reported_by_status(tmp_path, caplog):
+    for junk in (b"", b"{not json", b"[1, 2]", json.dumps({"version": 99}).encode(), b"\xff\xfe"):
+        path = tmp_path / state.STATE_FILE
+        path.write_bytes(junk)
+        assert state.read(tmp_path) == state.State()
+        assert path.read_bytes() == junk  # status changes nothing
+        assert state.load(tmp_path) == state.State()
+        assert not path.exists()
+        assert any(p.name.startswith(f"{state.STATE_FILE}.damaged-") for p in tmp_path.iterdir())
+        for p in tmp_path.iterdir():
+            p.unlink()
+    assert "cannot be used" in caplog.text
+
+
+def test_state_file_behind_a_symlink_is_neither_read_nor_written_through(tmp_path):
+    target = tmp_path / "elsewhere.json"
+    target.write_text("{}")
+    os.symlink(target, tmp_path / state.STATE_FILE)
+    assert state.read(tmp_path) == state.State()
+    state.save(tmp_path, state.State())  # replaces the link itself, atomically
+    assert not (tmp_path / state.STATE_FILE).is_symlink()
+    assert target.read_text() == "{}"
+
+
+def test_wrong_shapes_inside_a_valid_file_do_not_crash(tmp_path):
+    (tmp_path / state.STATE_FILE).write_text(json.dumps(
+        {"version": 1, "last_sync": {"time": 5, "stacks": {"a": "x", "b": {"action": 3}}}, "stacks": {"a": [], "b": {"consecutive_failures": "x"}}, "history": {}}
+    ))
+    loaded = state.load(tmp_path)
+    assert loaded.stacks["b"].consecutive_failures == 0
+    assert loaded.last_sync is not None and set(loaded.last_sync.stacks) == {"b"}

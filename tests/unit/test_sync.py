@@ -1,0 +1,228 @@
+"""One sync end to end, in-process: real Git (local repositories), a fake `docker compose`.
+
+The same scenarios run against the real engine in tests/integration; these pin down the flow
+itself (what is run when, what is recorded, which exit status) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import os
+
+import pytest
+
+from composeflux import config as configuration
+from composeflux import logs, state, sync, trigger
+from composeflux.errors import EngineError, ExitStatus
+from tests.conftest import service_yaml
+from tests.fakes.compose import FakeCompose
+
+
+class Runner:
+    def __init__(self, repo, tmp_path):
+        self.repo = repo
+        self.state_dir = tmp_path / "state"
+        self.spool = tmp_path / "spool"
+        self.conf = tmp_path / "composeflux.conf"
+        self.conf.write_text("")
+        self.compose = FakeCompose()
+        self.settings = {
+            "STATE_DIRECTORY": str(self.state_dir),
+            "RUNTIME_DIRECTORY": str(tmp_path / "run"),
+            "GIT_REPO_URL": str(repo.remote),
+            "STACK_PATH": repo.stack_path,
+            "TRIGGER_DIR": str(self.spool),
+        }
+
+    def __call__(self, *, dry_run=False, allow_prune_all=False, **settings):
+        config = configuration.load(self.conf, environ={**self.settings, **settings})
+        logs.setup_logging("DEBUG", "text", config.masker)
+        out = io.StringIO()
+        status = sync.run(config, sync.Options(dry_run, allow_prune_all), tools=self.compose.tools(), out=out)
+        self.out = out.getvalue()
+        return status
+
+    def state(self) -> state.State:
+        return state.read(self.state_dir)
+
+
+@pytest.fixture
+def cfx(repo, tmp_path):
+    return Runner(repo, tmp_path)
+
+
+def test_first_deploy_then_a_noop_that_renders_nothing(cfx, repo):
+    repo.add_stack("web")
+    repo.add_stack("db")
+    commit = repo.commit()
+    assert cfx() is ExitStatus.OK
+    assert cfx.compose.called("up") == ["db", "web"]
+    record = cfx.state()
+    assert record.last_sync.summary == "2 deployed, 0 unchanged, 0 pruned, 0 failed"
+    assert record.stacks["web"].deployed.commit == commit and record.stacks["web"].good == record.stacks["web"].deployed
+
+    cfx.compose.calls.clear()
+    assert cfx() is ExitStatus.OK
+    assert cfx.compose.called("up") == [] and cfx.compose.called("config") == []  # the render cache answered
+    assert cfx.state().last_sync.summary == "0 deployed, 2 unchanged, 0 pruned, 0 failed"
+    assert len(cfx.state().history) == 2
+
+
+def test_changed_stack_alone_is_rendered_and_deployed(cfx, repo):
+    repo.add_stack("web")
+    repo.add_stack("db")
+    repo.commit()
+    cfx()
+    cfx.compose.calls.clear()
+    repo.add_stack("web", environment={"MODE": "new"})
+    repo.commit()
+    assert cfx() is ExitStatus.OK
+    assert cfx.compose.called("config") == ["web"] and cfx.compose.called("up") == ["web"]
+
+
+def test_startup_order_then_by_name(cfx, repo):
+    for name in ("c", "b", "a"):
+        repo.add_stack(name)
+    repo.write("stack.yml", "startup_order: [c]\n")
+    repo.commit()
+    cfx()
+    assert cfx.compose.called("up") == ["c", "a", "b"]
+
+
+def test_a_broken_stack_fails_alone_and_is_counted(cfx, repo):
+    repo.add_stack("good")
+    repo.write("bad/compose.yaml", "services: [\n")
+    repo.commit()
+    assert cfx() is ExitStatus.STACKS_FAILED
+    assert cfx.compose.called("up") == ["good"]
+    record = cfx.state()
+    assert record.last_sync.result == "failed"
+    assert record.stacks["bad"].consecutive_failures == 1 and "docker compose config failed" in record.stacks["bad"].last_error
+    cfx()
+    assert cfx.state().stacks["bad"].consecutive_failures == 2
+
+
+def test_deleted_stack_is_pruned_and_forgotten(cfx, repo):
+    repo.add_stack("keep")
+    repo.add_stack("gone")
+    repo.commit()
+    cfx()
+    repo.remove("gone")
+    repo.commit()
+    assert cfx() is ExitStatus.OK
+    assert cfx.compose.called("down") == ["gone"]
+    assert set(cfx.state().stacks) == {"keep"}
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(cfx, repo):
+    repo.add_stack("web")
+    repo.commit()
+    assert cfx(dry_run=True) is ExitStatus.OK
+    assert cfx.out.split()[:2] == ["deploy", "web"] and "new" in cfx.out
+    assert cfx.compose.called("up") == [] and not (cfx.state_dir / state.STATE_FILE).exists()
+
+
+def test_refuses_to_prune_everything_without_permission(cfx, repo):
+    repo.add_stack("one")
+    repo.commit()
+    cfx()
+    repo.remove("one")
+    repo.commit()
+    assert cfx() is ExitStatus.UNSAFE
+    assert cfx.compose.called("down") == []
+    assert cfx.state().last_sync.result == "error" and cfx.state().stacks["one"].deployed is not None
+    assert cfx(allow_prune_all=True) is ExitStatus.OK
+    assert cfx.compose.called("down") == ["one"]
+
+
+def test_engine_lost_midway_stops_the_run_and_names_what_was_done(cfx, repo, capsys):
+    for name in ("a", "b", "c"):
+        repo.add_stack(name)
+    repo.commit()
+
+    def lose_engine(project):
+        if project == "b":
+            raise EngineError("cannot run docker compose: [Errno 2] No such file or directory")
+
+    cfx.compose.on_up = lose_engine
+    assert cfx() is ExitStatus.ENGINE
+    assert cfx.compose.projects.keys() == {"a"}
+    err = capsys.readouterr().err
+    assert "nothing was changed" not in err
+    assert "sync stopped: cannot run docker compose" in err.lower() and "already done: deployed a;" in err
+    record = cfx.state()
+    assert record.last_sync.status == 8 and record.last_sync.stacks["c"]["action"] == "skipped"
+    assert record.stacks["a"].deployed is not None and record.stacks["c"].deployed is None
+
+
+def test_a_bug_is_exit_70_and_recorded_as_an_error(cfx, repo, capsys):
+    repo.add_stack("a")
+    repo.commit()
+
+    def bug(project):
+        raise ZeroDivisionError("boom")
+
+    cfx.compose.on_up = bug
+    assert cfx() is ExitStatus.INTERNAL
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err
+    last = cfx.state().last_sync
+    assert (last.result, last.status) == ("error", 70) and "internal error" in last.summary
+
+
+def test_unreachable_remote_changes_nothing_and_is_exit_4(cfx, repo):
+    repo.add_stack("a")
+    repo.commit()
+    cfx()
+    repo.remote.rename(repo.remote.with_name("moved.git"))
+    cfx.compose.calls.clear()
+    assert cfx() is ExitStatus.GIT
+    assert cfx.compose.called("up") == [] and cfx.compose.called("down") == []
+    assert cfx.state().last_sync.summary.startswith("sync failed, nothing was changed: cannot fetch branch main")
+
+
+def test_a_busy_lock_is_exit_7_and_records_nothing(cfx, repo):
+    repo.add_stack("a")
+    repo.commit()
+    cfx.state_dir.mkdir()
+    with open(cfx.state_dir / "sync.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert cfx(LOCK_TIMEOUT="0.2") is ExitStatus.BUSY
+    assert not (cfx.state_dir / state.STATE_FILE).exists()
+    assert cfx.compose.calls == []
+
+
+def test_the_trigger_spool_is_drained_before_anything_else(cfx, repo):
+    repo.add_stack("a")
+    repo.commit()
+    cfx.spool.mkdir()
+    trigger.request_sync(cfx.spool)
+    seen = []
+    original = cfx.compose.version
+
+    def version():
+        seen.append(list(cfx.spool.iterdir()))
+        return original()
+
+    cfx.compose.version = version
+    cfx()
+    assert seen == [[]]
+    trigger.request_sync(cfx.spool)
+    cfx(dry_run=True)  # a dry run answers no request: the real sync is still owed
+    assert len(list(cfx.spool.iterdir())) == 1
+
+
+def test_failed_up_fails_that_stack_and_is_masked(cfx, repo, tmp_path):
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text("DB_PASSWORD=correct-horse-battery\n")
+    os.chmod(secrets_file, 0o600)
+    repo.write("db/compose.yaml", service_yaml(environment={"PW": "${DB_PASSWORD}"}))
+    repo.add_stack("web")
+    repo.commit()
+    cfx.compose.fail_up["db"] = "Error response from daemon: bad value correct-horse-battery"
+    assert cfx(SECRETS_PROVIDER="file", SECRETS_FILE=str(secrets_file)) is ExitStatus.STACKS_FAILED
+    text = (cfx.state_dir / state.STATE_FILE).read_text()
+    assert "correct-horse-battery" not in text
+    assert json.loads(text)["last_sync"]["stacks"]["db"]["error"] == "docker compose up failed: Error response from daemon: bad value ***"
