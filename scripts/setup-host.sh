@@ -5,9 +5,46 @@
 set -eu
 
 export DEBIAN_FRONTEND=noninteractive
-PACKAGES="docker.io git openssh-client openssh-server busybox-static ca-certificates \
-python3 python3-git python3-yaml python3-docker python3-click python3-systemd python3-requests \
-python3-cryptography python3-pytest"
+here=$(cd "$(dirname "$0")/.." && pwd)
+
+# What the composeflux package itself depends on (so the demo and the tests run with what the .deb
+# pulls in), read from Depends: in packaging/debian/control instead of being copied here: the
+# Python libraries are listed once, in pyproject.toml, and control names their Debian packages
+# (tests/test_dependencies.py checks pyproject.toml, control and this). Prints each entry that
+# names one package, without its version constraint; skips substitution variables (${...}) and
+# alternatives ("a | b", the Docker packages: TEST_PACKAGES and the Compose step below pick those).
+runtime_packages() {
+    awk '
+        /^#/ { next }                                    # a comment line, allowed in debian/control
+        /^[^ \t]/ { in_depends = sub(/^Depends:/, "") }  # a field starts: is it Depends:?
+        in_depends { list = list "," $0 }
+        END {
+            n = split(list, entries, ",")
+            for (i = 1; i <= n; i++) {
+                entry = entries[i]
+                if (entry ~ /[|$]/) continue
+                sub(/[([<].*/, "", entry)                # a version, architecture or profile restriction
+                gsub(/[ \t]/, "", entry)
+                if (entry != "") print entry
+            }
+        }' "$1"
+}
+RUNTIME_PACKAGES=$(runtime_packages "$here/packaging/debian/control")
+[ -n "$RUNTIME_PACKAGES" ] || { echo "setup: no Depends: found in packaging/debian/control" >&2; exit 1; }
+# Not dependencies of the package, only for this host, the demo and the test suite: docker.io (of
+# the Docker engines the package accepts, the one Debian ships), sshd and busybox for the test
+# servers and the local test image, CA certificates, pytest.
+TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest"
+PACKAGES="$RUNTIME_PACKAGES $TEST_PACKAGES"
+
+# --list prints the packages it would make sure are installed, each after where it comes from
+# (runtime: packaging/debian/control; test: TEST_PACKAGES), and changes nothing; for
+# tests/test_dependencies.py.
+if [ "${1:-}" = "--list" ]; then
+    for package in $RUNTIME_PACKAGES; do echo "runtime $package"; done
+    for package in $TEST_PACKAGES; do echo "test $package"; done
+    exit 0
+fi
 
 missing=""
 for package in $PACKAGES; do
