@@ -7,50 +7,12 @@ itself (what is run when, what is recorded, which exit status) in milliseconds.
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
 
-import pytest
-
-from composeflux import config as configuration
-from composeflux import logs, state, sync, trigger
+from composeflux import state, trigger
 from composeflux.errors import EngineError, ExitStatus
 from tests.conftest import service_yaml
-from tests.fakes.compose import FakeCompose
-
-
-class Runner:
-    def __init__(self, repo, tmp_path):
-        self.repo = repo
-        self.state_dir = tmp_path / "state"
-        self.spool = tmp_path / "spool"
-        self.conf = tmp_path / "composeflux.conf"
-        self.conf.write_text("")
-        self.compose = FakeCompose()
-        self.settings = {
-            "STATE_DIRECTORY": str(self.state_dir),
-            "RUNTIME_DIRECTORY": str(tmp_path / "run"),
-            "GIT_REPO_URL": str(repo.remote),
-            "STACK_PATH": repo.stack_path,
-            "TRIGGER_DIR": str(self.spool),
-        }
-
-    def __call__(self, *, dry_run=False, allow_prune_all=False, **settings):
-        config = configuration.load(self.conf, environ={**self.settings, **settings})
-        logs.setup_logging("DEBUG", "text", config.masker)
-        out = io.StringIO()
-        status = sync.run(config, sync.Options(dry_run, allow_prune_all), tools=self.compose.tools(), out=out)
-        self.out = out.getvalue()
-        return status
-
-    def state(self) -> state.State:
-        return state.read(self.state_dir)
-
-
-@pytest.fixture
-def cfx(repo, tmp_path):
-    return Runner(repo, tmp_path)
 
 
 def test_first_deploy_then_a_noop_that_renders_nothing(cfx, repo):

@@ -1,0 +1,46 @@
+"""Fixtures of the fast lane: an in-process sync against real local Git and a fake Compose."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from composeflux import config as configuration
+from composeflux import logs, state, sync
+from composeflux.errors import ExitStatus
+from tests.fakes.compose import FakeCompose
+
+
+class Runner:
+    def __init__(self, repo, tmp_path):
+        self.repo = repo
+        self.state_dir = tmp_path / "state"
+        self.spool = tmp_path / "spool"
+        self.conf = tmp_path / "composeflux.conf"
+        self.conf.write_text("")
+        self.compose = FakeCompose()
+        self.settings = {
+            "STATE_DIRECTORY": str(self.state_dir),
+            "RUNTIME_DIRECTORY": str(tmp_path / "run"),
+            "GIT_REPO_URL": str(repo.remote),
+            "STACK_PATH": repo.stack_path,
+            "TRIGGER_DIR": str(self.spool),
+        }
+
+    def __call__(self, *, dry_run: bool = False, allow_prune_all: bool = False, **settings: str) -> ExitStatus:
+        """One sync with these settings on top of the defaults (strings, as in composeflux.conf)."""
+        config = configuration.load(self.conf, environ={**self.settings, **settings})
+        logs.setup_logging(config.log_level, config.log_format, config.masker)
+        out = io.StringIO()
+        status = sync.run(config, sync.Options(dry_run, allow_prune_all), tools=self.compose.tools(), out=out)
+        self.out = out.getvalue()
+        return status
+
+    def state(self) -> state.State:
+        return state.read(self.state_dir)
+
+
+@pytest.fixture
+def cfx(repo, tmp_path):
+    return Runner(repo, tmp_path)
