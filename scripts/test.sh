@@ -1,12 +1,20 @@
 #!/bin/sh
-# The whole test suite, against real Docker, Git, sshd and systemd. Run as root on Debian:
-#   scripts/test.sh            everything
+# The test suite. Run from anywhere in the checkout:
+#   scripts/test.sh            everything, against real Docker, Git, sshd and systemd (root, Debian)
 #   scripts/test.sh -k ssh     any pytest arguments narrow it down
+#   scripts/test.sh --fast     the fast lane: the unit tests only, in seconds, as any user, with no
+#                              apt, Docker or network (needs the Debian Python libraries that
+#                              composeflux itself uses, plus python3-pytest, already installed)
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+if [ "${1:-}" = "--fast" ]; then
+    shift
+    # Debian's interpreter: it has the python3-* libraries the package depends on.
+    exec /usr/bin/python3 -m pytest -p no:cacheprovider -q "$@" tests/unit
+fi
 "$here/scripts/setup-host.sh"
 for extra in "$here"/tests/*/setup.sh; do
     [ -x "$extra" ] && "$extra"
 done
-cd "$here"
 exec /usr/bin/python3 -m pytest -p no:cacheprovider "$@" tests
