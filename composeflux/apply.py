@@ -5,12 +5,11 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from composeflux.compose import Compose, Result
 from composeflux.deployed import COMMIT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE, SERVICE_HASH, STACK_HASH, DeployedStack
 from composeflux.logs import ACTION, STACK
-from composeflux.rendered import RenderedStack
+from composeflux.rendered import JSON, RenderedStack
 from composeflux.stacks import Stack
 
 log = logging.getLogger(__name__)
@@ -20,7 +19,7 @@ class ApplyError(Exception):
     """A stack could not be deployed or pruned; the message is already masked."""
 
 
-def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str) -> dict[str, Any]:
+def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str) -> dict[str, JSON]:
     """The rendered project with composeflux's labels on every service.
 
     A service whose hash did not change keeps the stack-hash and commit labels its containers
@@ -60,7 +59,7 @@ class Applier:
         self.remove_orphans = remove_orphans
         self.timeout = timeout
 
-    def deploy(self, stack: Stack, project: dict[str, Any]) -> None:
+    def deploy(self, stack: Stack, project: dict[str, JSON]) -> None:
         result = self.compose.up(stack.name, stack.directory, project, self.env, self.remove_orphans, self.timeout)
         self._log_output(stack.name, "deploy", result)
         if result.returncode != 0:

@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from composeflux import __version__, logs, state, trigger
-from composeflux import config as configuration
+from composeflux import __version__, config as configuration, logs, state, trigger
 from composeflux.errors import ComposefluxError, ExitStatus, exit_status
 from composeflux.masking import Masker
 from composeflux.sdnotify import Notifier
@@ -32,7 +31,9 @@ def sync_options(function: F) -> F:
     """The options shared by `composeflux sync` and `composeflux-sync`."""
     options = [
         click.option("--dry-run", is_flag=True, help="Print the plan (deploy / unchanged / prune / failed, and why) and change no stack."),
-        click.option("--allow-prune-all", is_flag=True, help="Allow removing every deployed stack when Git holds none (or STACK_PATH is gone)."),
+        click.option(
+            "--allow-prune-all", is_flag=True, help="Allow removing every deployed stack when Git holds none (or STACK_PATH is gone)."
+        ),
         click.option("--repo-url", metavar="URL", help="Override GIT_REPO_URL."),
         click.option("--branch", metavar="BRANCH", help="Override GIT_BRANCH."),
         click.option("--stack-path", metavar="PATH", help="Override STACK_PATH."),
@@ -65,7 +66,8 @@ def main(context: click.Context, config_file: Path | None) -> None:
 @main.command("sync")
 @sync_options
 @click.pass_obj
-def sync_command(config_file: Path | None, **options: Any) -> None:
+# config_file positional-only: pass_obj hands the group's obj (the --config path) over as the first argument.
+def sync_command(config_file: Path | None, /, **options: Any) -> None:
     """Run one complete sync, then exit."""
     sys.exit(run_sync(config_file, **options))
 

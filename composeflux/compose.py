@@ -15,9 +15,9 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from composeflux.errors import EngineError
+from composeflux.rendered import JSON
 
 # What the docker CLI itself needs from our environment to find the engine and its plugins.
 PASSTHROUGH = ("PATH", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION")
@@ -56,9 +56,11 @@ class Compose:
         arguments = ["-p", project, "--project-directory", str(directory)]
         for file in files:
             arguments += ["-f", str(file)]
-        return self._run(arguments + ["config", "--format", "json"], env=env, cwd=directory, timeout=120)
+        return self._run([*arguments, "config", "--format", "json"], env=env, cwd=directory, timeout=120)
 
-    def up(self, project: str, directory: Path, rendered: dict[str, Any], env: Mapping[str, str], remove_orphans: bool, timeout: float) -> Result:
+    def up(
+        self, project: str, directory: Path, rendered: dict[str, JSON], env: Mapping[str, str], remove_orphans: bool, timeout: float
+    ) -> Result:
         """Deploy a rendered project fed on stdin: nothing is written to disk, no value is an argument."""
         arguments = ["-p", project, "--project-directory", str(directory), "-f", "-", "up", "--detach"]
         if remove_orphans:

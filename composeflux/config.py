@@ -130,7 +130,7 @@ def load_settings(
     settings: dict[str, str] = {}
 
     explicit_file = config_file is not None
-    path = config_file if explicit_file else DEFAULT_CONFIG_FILE
+    path = config_file if config_file is not None else DEFAULT_CONFIG_FILE
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

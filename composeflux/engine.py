@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import docker
 import docker.errors
@@ -11,6 +10,7 @@ import requests.exceptions
 
 from composeflux.deployed import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, EngineState, engine_state
 from composeflux.errors import EngineError
+from composeflux.rendered import JSON
 
 EXIT_CODE = re.compile(r"^Exited \((\d+)\)")
 
@@ -28,7 +28,7 @@ def read_state(instance_id: str) -> EngineState:
     return engine_state(pairs, instance_id)
 
 
-def _container(item: dict[str, Any], labels: dict[str, str]) -> Container:
+def _container(item: dict[str, JSON], labels: dict[str, str]) -> Container:
     match = EXIT_CODE.match(item.get("Status") or "")
     return Container(
         id=item["Id"],

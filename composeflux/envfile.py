@@ -40,7 +40,7 @@ def parse_env_text(text: str, source_name: str) -> dict[str, str]:
         index += 1
         if not line or line[0] in "#;":
             continue
-        if line.startswith("export ") or line.startswith("export\t"):
+        if line.startswith(("export ", "export\t")):
             line = line[len("export") :].lstrip()
         name, sep, rest = line.partition("=")
         if not sep:

@@ -171,7 +171,9 @@ class GitSource:
     def _check_remote(self) -> None:
         """Raise GitSourceError unless the remote answers and has our branch."""
         try:
-            heads = git.Git().execute(
+            # GitPython's execute() takes env= and kill_after_timeout=, but its overloads leave them out.
+            # With the defaults (no extended output, stdout as a string) it returns str.
+            heads: str = git.Git().execute(  # type: ignore[call-overload]
                 ["git", "ls-remote", "--heads", self.config.repo_url, f"refs/heads/{self.config.branch}"],
                 env={**os.environ, **self.env},
                 kill_after_timeout=GIT_NETWORK_TIMEOUT,
@@ -209,6 +211,8 @@ class GitSource:
 
     def _describe_head(self, repo: git.Repo) -> Checkout:
         head = repo.head.commit
+        if repo.working_tree_dir is None:  # only a bare repository has none; the clone never is one
+            raise GitSourceError(f"{repo.git_dir} is a bare repository, not a clone with a working tree")
         return Checkout(
             path=Path(repo.working_tree_dir).resolve(),
             commit=head.hexsha,

@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from composeflux.errors import LockTimeoutError
@@ -18,7 +19,7 @@ POLL_SECONDS = 0.2
 
 
 @contextlib.contextmanager
-def sync_lock(state_dir: Path, timeout: float):
+def sync_lock(state_dir: Path, timeout: float) -> Iterator[None]:
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:

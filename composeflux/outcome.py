@@ -60,7 +60,7 @@ class SyncOutcome:
         return "failed" if self.failed else "ok"
 
     def counts(self) -> dict[Action, int]:
-        counts = {action: 0 for action in PAST_TENSE}
+        counts = dict.fromkeys(PAST_TENSE, 0)
         for stack in self.stacks:
             counts[stack.action] += 1
         return counts

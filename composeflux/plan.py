@@ -15,7 +15,9 @@ from composeflux.errors import UnsafePruneError
 from composeflux.rendered import StackHashes, StackProblem
 
 
-class Action(str, enum.Enum):
+# (str, Enum) on purpose, not StrEnum: StrEnum would change what str() and f-strings make of a
+# member (the bare value instead of Action.NAME). The code uses .value wherever it wants the word.
+class Action(str, enum.Enum):  # noqa: UP042 -- see the comment above
     DEPLOY = "deploy"
     UNCHANGED = "unchanged"
     PRUNE = "prune"
@@ -49,7 +51,13 @@ class Plan:
 
     def summary(self) -> str:
         """What applying it would do, e.g. "2 to deploy, 3 unchanged, 1 to prune"."""
-        words = {Action.DEPLOY: "to deploy", Action.UNCHANGED: "unchanged", Action.PRUNE: "to prune", Action.KEEP: "to keep", Action.FAILED: "failed"}
+        words = {
+            Action.DEPLOY: "to deploy",
+            Action.UNCHANGED: "unchanged",
+            Action.PRUNE: "to prune",
+            Action.KEEP: "to keep",
+            Action.FAILED: "failed",
+        }
         counts = {action: len(self.with_action(action)) for action in words}
         return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a is not Action.KEEP)
 

@@ -22,15 +22,13 @@ import os
 import secrets as random
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from composeflux.checkout import Checkout
 from composeflux.compose import Compose, unset_variables
-from composeflux.rendered import RenderedStack, StackHashes
+from composeflux.rendered import JSON, RenderedStack, StackHashes
 from composeflux.stacks import Stack
 
 HASH_KEY_FILE = "hash.key"
-JSON = Any  # a value of a rendered project
 
 
 class RenderError(Exception):
@@ -90,7 +88,7 @@ class Renderer:
             raise RenderError("docker compose config did not print a JSON project") from None
         return self._hash(stack, project)
 
-    def _hash(self, stack: Stack, project: dict[str, Any]) -> RenderedStack:
+    def _hash(self, stack: Stack, project: dict[str, JSON]) -> RenderedStack:
         services = project.get("services") or {}
         service_hashes = {}
         all_files: dict[str, str] = {}
@@ -108,7 +106,7 @@ class Renderer:
         dependencies = sorted(path for path in all_files if not _inside(path, stack_dir))
         return RenderedStack(StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies)), project)
 
-    def _service_files(self, project: dict[str, Any], service: dict[str, Any]) -> dict[str, str]:
+    def _service_files(self, project: dict[str, JSON], service: dict[str, JSON]) -> dict[str, str]:
         """Checkout-relative path -> content id of the tracked local files this service uses."""
         paths = []
         for volume in service.get("volumes") or []:
@@ -145,14 +143,14 @@ def _inside(path: str, directory: str | None) -> bool:
     return directory is not None and (directory == "." or path == directory or path.startswith(directory + "/"))
 
 
-def _replicas(service: dict[str, Any]) -> int | None:
+def _replicas(service: dict[str, JSON]) -> int | None:
     if service.get("scale") is not None:
         return int(service["scale"])
     replicas = (service.get("deploy") or {}).get("replicas")
     return None if replicas is None else int(replicas)
 
 
-def _service_resources(project: dict[str, Any], service: dict[str, Any]) -> dict[str, Any]:
+def _service_resources(project: dict[str, JSON], service: dict[str, JSON]) -> dict[str, JSON]:
     """The top-level networks, volumes, configs and secrets this service refers to."""
     used = {
         "networks": list(service.get("networks") or {}),

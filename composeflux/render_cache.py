@@ -16,13 +16,11 @@ import logging
 import os
 from pathlib import Path
 
-from typing import Any
-
 import yaml
 
 from composeflux import __version__
 from composeflux.render import Renderer
-from composeflux.rendered import StackHashes
+from composeflux.rendered import JSON, StackHashes
 from composeflux.stacks import Stack
 
 log = logging.getLogger(__name__)
@@ -44,12 +42,14 @@ class RenderCache:
             entries = json.loads(self.path.read_text())
         except (OSError, ValueError):
             entries = {}  # a cache is only a cache: anything unreadable means "render again"
-        self.entries: dict[str, Any] = entries if isinstance(entries, dict) else {}
-        self.fresh: dict[str, dict[str, Any]] = {}
+        self.entries: dict[str, JSON] = entries if isinstance(entries, dict) else {}
+        self.fresh: dict[str, dict[str, JSON]] = {}
 
     def lookup(self, stack: Stack) -> StackHashes | None:
         """The stack's hashes from an earlier render whose inputs are all unchanged, or None."""
         entry = self.entries.get(stack.name)
+        if not isinstance(entry, dict):
+            return None  # no entry, or one of another shape
         try:
             dependencies = [str(path) for path in entry["dependencies"]]
             key = self._key(stack, dependencies)
@@ -86,6 +86,7 @@ class RenderCache:
             log.debug("%s: not cached: %s", stack.name, why)
             return None
         checkout = self.renderer.checkout
+        directory = self.renderer.relative_path(stack.directory)
         digests = {str(path): self._digest(path) for path in inputs}
         digests.update({path: checkout.object_ids.get(path, "untracked") for path in dependencies})
         return self.renderer.hmac(
@@ -95,7 +96,7 @@ class RenderCache:
                 "compose": self.compose_version,
                 "stack": stack.name,
                 "directory": str(stack.directory),
-                "tree": checkout.object_ids.get(self.renderer.relative_path(stack.directory)),
+                "tree": checkout.object_ids.get(directory) if directory is not None else None,
                 "env": self.renderer.env,
                 "inputs": digests,
             },
@@ -152,13 +153,13 @@ def _render_inputs(stack: Stack) -> list[Path]:
     return inputs
 
 
-def _as_list(value: Any) -> list[Any]:
+def _as_list(value: JSON) -> list[JSON]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
 
 
-def _resolve(base: Path, path: Any) -> Path:
+def _resolve(base: Path, path: JSON) -> Path:
     if not isinstance(path, str) or "$" in path or "://" in path:
         raise Uncacheable(f"reference {path!r} cannot be followed without Compose")
     return Path(os.path.normpath(base / os.path.expanduser(path)))

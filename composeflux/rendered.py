@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+# A value of a JSON document: a rendered Compose project, a state or cache file, an engine or API
+# answer. Any, because its shape is only known once the code reading it has checked it.
+JSON = Any
+
 
 @dataclasses.dataclass(frozen=True)
 class StackHashes:
@@ -23,7 +27,7 @@ class StackHashes:
 class RenderedStack:
     hashes: StackHashes
     # The rendered project holds secret values: kept in memory only, never logged or written.
-    project: dict[str, Any] = dataclasses.field(repr=False)
+    project: dict[str, JSON] = dataclasses.field(repr=False)
 
     @property
     def name(self) -> str:

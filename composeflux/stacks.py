@@ -79,8 +79,10 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discove
         found = _stack_from_directory(entry, checkout_real)
         if found is None:
             log.debug("%s holds no compose file: not a stack", entry.name)
+        elif isinstance(found, StackProblem):
+            problems.append(found)
         else:
-            (problems if isinstance(found, StackProblem) else stacks).append(found)
+            stacks.append(found)
 
     known = {s.name for s in stacks} | {p.name for p in problems}
     for name in stack_config.startup_order:
@@ -136,7 +138,7 @@ def load_stack_config(path: Path) -> StackConfig:
     )
 
 
-def _startup_order(file: str, value) -> tuple[str, ...]:
+def _startup_order(file: str, value: object) -> tuple[str, ...]:
     if value is None:
         return ()
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -147,12 +149,12 @@ def _startup_order(file: str, value) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _envs(file: str, value) -> dict[str, str]:
+def _envs(file: str, value: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise ConfigError(f"{file}: envs: expected a mapping of VARIABLE: value")
-    envs = {}
+    envs: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not VARIABLE_NAME.match(key):
             raise ConfigError(f"{file}: envs: {key!r} is not a valid variable name")

@@ -28,10 +28,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
 from composeflux.outcome import StackOutcome, SyncOutcome
 from composeflux.plan import Action
+from composeflux.rendered import JSON
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ MODE = 0o640
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Revision:
     time: str
 
     @classmethod
-    def from_json(cls, data: Any) -> Revision | None:
+    def from_json(cls, data: JSON) -> Revision | None:
         if not isinstance(data, dict):
             return None
         return cls(_str(data.get("commit")), _str(data.get("hash")), _str(data.get("time")) or "")
@@ -70,7 +70,7 @@ class StackRecord:
     failing_since: str | None = None
 
     @classmethod
-    def from_json(cls, data: Any) -> StackRecord:
+    def from_json(cls, data: JSON) -> StackRecord:
         if not isinstance(data, dict):
             return cls()
         failures = data.get("consecutive_failures")
@@ -98,7 +98,7 @@ class LastSync:
     stacks: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: Any) -> LastSync | None:
+    def from_json(cls, data: JSON) -> LastSync | None:
         if not isinstance(data, dict):
             return None
         stacks = data.get("stacks")
@@ -119,7 +119,7 @@ class LastSync:
             },
         )
 
-    def history_entry(self) -> dict[str, Any]:
+    def history_entry(self) -> dict[str, JSON]:
         return {"time": self.time, "result": self.result, "status": self.status, "commit": self.commit, "summary": self.summary}
 
 
@@ -127,9 +127,9 @@ class LastSync:
 class State:
     last_sync: LastSync | None = None
     stacks: dict[str, StackRecord] = dataclasses.field(default_factory=dict)
-    history: tuple[dict[str, Any], ...] = ()
+    history: tuple[dict[str, JSON], ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, JSON]:
         return {
             "version": VERSION,
             "last_sync": dataclasses.asdict(self.last_sync) if self.last_sync else None,
@@ -138,7 +138,7 @@ class State:
         }
 
     @classmethod
-    def from_json(cls, data: Any) -> State:
+    def from_json(cls, data: JSON) -> State:
         if not isinstance(data, dict) or data.get("version") != VERSION:
             raise ValueError("not a composeflux state file of version 1")
         stacks = data.get("stacks")
@@ -150,14 +150,14 @@ class State:
         )
 
 
-def _str(value: Any) -> str | None:
+def _str(value: JSON) -> str | None:
     return value if isinstance(value, str) else None
 
 
 # -- the pure part -------------------------------------------------------------------------------
 
 
-def migrate_legacy(data: Any) -> State:
+def migrate_legacy(data: JSON) -> State:
     """State from composeflux 0.1's last-sync.json: its last sync, and per stack what it did."""
     last = LastSync.from_json(data)
     if last is None:
@@ -285,7 +285,7 @@ def _read_no_follow(path: Path) -> str:
 
 
 def _set_aside(path: Path) -> Path | None:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.damaged-{stamp}")
     try:
         os.rename(path, target)

@@ -173,7 +173,8 @@ class _Run:
             elif planned.action in (Action.DEPLOY, Action.PRUNE):
                 result.append(StackOutcome(planned.name, Action.SKIPPED, planned.reason, planned.stack_hash))
             else:
-                result.append(StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, error=planned.reason if planned.action is Action.FAILED else None))
+                error = planned.reason if planned.action is Action.FAILED else None
+                result.append(StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, error=error))
         return tuple(result)
 
     def _steps(self) -> SyncOutcome:

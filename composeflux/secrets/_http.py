@@ -11,13 +11,13 @@ import ipaddress
 import os
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
 
 import requests
 
 import composeflux
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.masking import Masker
+from composeflux.rendered import JSON
 from composeflux.settings import seconds
 
 DEFAULT_TIMEOUT = 10.0  # seconds, per connection attempt and per read
@@ -70,11 +70,29 @@ class HttpClient:
         # The run's masker: credentials are in it already; the provider adds session tokens.
         self.masker = masker
 
-    def request(self, method: str, url: str, what: str, **kwargs) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        json: Mapping[str, object] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
         """Send one request; transport failures become SecretsError mentioning `what`."""
         try:
             response = self.session.request(
-                method, url, timeout=self.timeout, verify=self.verify, allow_redirects=False, **kwargs
+                method,
+                url,
+                params=params,
+                data=data,
+                json=json,
+                headers=headers,
+                timeout=self.timeout,
+                verify=self.verify,
+                allow_redirects=False,
             )
         except requests.exceptions.SSLError:
             raise self.error(
@@ -94,7 +112,7 @@ class HttpClient:
             )
         return response
 
-    def json(self, response: requests.Response, what: str) -> dict:
+    def json(self, response: requests.Response, what: str) -> dict[str, JSON]:
         """The JSON object in a successful response, or a SecretsError describing the failure."""
         if response.status_code >= 400:
             raise self.error(f"{what}: HTTP {response.status_code}{self.server_message(response)}")

@@ -26,16 +26,17 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, overload
 
 from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from composeflux.envfile import is_valid_name
 from composeflux.errors import ConfigError
 from composeflux.masking import Masker
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
-from composeflux.envfile import is_valid_name
 
 DEFAULT_API_URL = "https://api.bitwarden.com"
 DEFAULT_IDENTITY_URL = "https://identity.bitwarden.com"
@@ -145,6 +146,12 @@ def from_settings(settings: Mapping[str, str], masker: Masker) -> BitwardenProvi
     )
 
 
+@overload
+def _uuid_setting(settings: Mapping[str, str], key: str, required: Literal[True]) -> str: ...
+@overload
+def _uuid_setting(settings: Mapping[str, str], key: str, required: bool) -> str | None: ...
+
+
 def _uuid_setting(settings: Mapping[str, str], key: str, required: bool) -> str | None:
     value = settings.get(key, "").strip()
     if not value:
@@ -167,7 +174,18 @@ def _deploy_key_id(ref: str) -> str:
 class BitwardenProvider(SecretsProvider):
     name = "bitwarden"
 
-    def __init__(self, *, token, project_id, organization_id, api_url, identity_url, timeout, verify, masker):
+    def __init__(
+        self,
+        *,
+        token: AccessToken,
+        project_id: str,
+        organization_id: str | None,
+        api_url: str,
+        identity_url: str,
+        timeout: float,
+        verify: str | bool,
+        masker: Masker,
+    ) -> None:
         self.token = token
         self.project_id = project_id
         self.organization_id = organization_id
@@ -267,7 +285,7 @@ class BitwardenProvider(SecretsProvider):
                 f"not BITWARDEN_ORGANIZATION_ID {self.organization_id}"
             )
 
-    def _decrypt_secret(self, entry, org_key: SymmetricKey, check_name: bool = True) -> tuple[str, str]:
+    def _decrypt_secret(self, entry: object, org_key: SymmetricKey, check_name: bool = True) -> tuple[str, str]:
         if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not isinstance(entry.get("value"), str):
             raise self.http.error("unexpected answer (a secret without key and value)")
         secret_id = entry.get("id", "?")

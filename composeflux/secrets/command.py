@@ -108,9 +108,12 @@ class CommandProvider(SecretsProvider):
     def _parse_json(text: str) -> tuple[dict[str, str], str | None]:
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             # Only the position: json's messages don't quote the document, but stay sure.
             return {}, f"SECRETS_COMMAND output: invalid JSON at line {exc.lineno} column {exc.colno}"
+        except ValueError:
+            # Not a syntax error, so no position: e.g. an integer longer than Python converts.
+            return {}, "SECRETS_COMMAND output: invalid JSON"
         if not isinstance(data, dict):
             return {}, "SECRETS_COMMAND output: the JSON is not an object"
         for name, value in data.items():

@@ -11,10 +11,9 @@ import os
 import stat
 from collections.abc import Mapping
 
+from composeflux.envfile import parse_env_text
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import SecretsProvider
-from composeflux.envfile import parse_env_text
-
 
 
 def from_settings(settings: Mapping[str, str], masker: object) -> FileProvider:

@@ -13,12 +13,16 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Mapping
+from typing import Literal, overload
 
+import requests
+
+from composeflux.envfile import is_valid_name
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.masking import Masker
+from composeflux.rendered import JSON
 from composeflux.secrets import SecretsProvider
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
-from composeflux.envfile import is_valid_name
 
 log = logging.getLogger("composeflux.secrets")
 
@@ -64,7 +68,19 @@ def parse_paths(raw: str) -> list[str]:
 class InfisicalProvider(SecretsProvider):
     name = "infisical"
 
-    def __init__(self, *, site_url, client_id, client_secret, project_id, environment, paths, timeout, verify, masker):
+    def __init__(
+        self,
+        *,
+        site_url: str,
+        client_id: str,
+        client_secret: str,
+        project_id: str,
+        environment: str,
+        paths: list[str],
+        timeout: float,
+        verify: str | bool,
+        masker: Masker,
+    ) -> None:
         self.site_url = site_url
         self.client_id = client_id
         self.client_secret = client_secret
@@ -122,7 +138,12 @@ class InfisicalProvider(SecretsProvider):
             self._token = token
         return self._token
 
-    def _get_secrets(self, name: str, path: str, what: str, missing_ok: bool = False) -> dict | None:
+    @overload
+    def _get_secrets(self, name: str, path: str, what: str, missing_ok: Literal[False] = False) -> dict[str, JSON]: ...
+    @overload
+    def _get_secrets(self, name: str, path: str, what: str, missing_ok: bool) -> dict[str, JSON] | None: ...
+
+    def _get_secrets(self, name: str, path: str, what: str, missing_ok: bool = False) -> dict[str, JSON] | None:
         """GET the list (name == '') or one secret in `path`, v4 first, v3 where v4 is missing.
 
         With missing_ok, a secret that doesn't exist gives None instead of an error.
@@ -162,7 +183,7 @@ class InfisicalProvider(SecretsProvider):
         )
         return self._body(response, what, missing_ok)
 
-    def _is_missing_secret(self, response) -> bool:
+    def _is_missing_secret(self, response: requests.Response) -> bool:
         """Whether a 404 is Infisical saying that one secret doesn't exist."""
         try:
             body = response.json()
@@ -170,12 +191,12 @@ class InfisicalProvider(SecretsProvider):
             return False
         return isinstance(body, dict) and str(body.get("message", "")).startswith("Secret with name")
 
-    def _body(self, response, what: str, missing_ok: bool) -> dict | None:
+    def _body(self, response: requests.Response, what: str, missing_ok: bool) -> dict[str, JSON] | None:
         if missing_ok and response.status_code == 404 and self._is_missing_secret(response):
             return None
         return self.http.json(response, what)
 
-    def _name_and_value(self, entry, path: str, check_name: bool = True) -> tuple[str, str]:
+    def _name_and_value(self, entry: object, path: str, check_name: bool = True) -> tuple[str, str]:
         if not isinstance(entry, dict):
             raise self.http.error(f"secrets in {path}: unexpected answer (a secret is not an object)")
         name, value = entry.get("secretKey"), entry.get("secretValue")
