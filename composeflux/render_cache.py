@@ -48,18 +48,13 @@ class RenderCache:
     def lookup(self, stack: Stack) -> StackHashes | None:
         """The stack's hashes from an earlier render whose inputs are all unchanged, or None."""
         entry = self.entries.get(stack.name)
-        if not isinstance(entry, dict):
-            return None  # no entry, or one of another shape
-        try:
-            dependencies = [str(path) for path in entry["dependencies"]]
-            key = self._key(stack, dependencies)
-            if key is None or key != entry["key"]:
-                return None
-            hashes = StackHashes(stack.name, str(entry["stack_hash"]), dict(entry["service_hashes"]), tuple(dependencies))
-        except (KeyError, TypeError, ValueError):
-            return None  # no entry, or one of another shape
+        if not _well_formed(entry):
+            return None  # no entry, or one of another shape: render again
+        key = self._key(stack, entry["dependencies"])
+        if key is None or key != entry["key"]:
+            return None
         self.fresh[stack.name] = entry
-        return hashes
+        return StackHashes(stack.name, entry["stack_hash"], dict(entry["service_hashes"]), tuple(entry["dependencies"]))
 
     def store(self, stack: Stack, hashes: StackHashes) -> None:
         key = self._key(stack, list(hashes.dependencies))
@@ -141,7 +136,10 @@ def _render_inputs(stack: Stack) -> list[Path]:
                 inputs.append(included.parent / ".env")
             if isinstance(entry, dict):
                 inputs += [_resolve(base, p) for p in _as_list(entry.get("env_file"))]
-        for service in (document.get("services") or {}).values():
+        services = document.get("services") or {}
+        if not isinstance(services, dict):
+            raise Uncacheable(f"{file.name}: services is not a mapping")
+        for service in services.values():
             if not isinstance(service, dict):
                 continue
             extends = service.get("extends")
@@ -151,6 +149,22 @@ def _render_inputs(stack: Stack) -> list[Path]:
                 path = env_file.get("path") if isinstance(env_file, dict) else env_file
                 inputs.append(_resolve(base, path))
     return inputs
+
+
+def _well_formed(entry: JSON) -> bool:
+    """An entry as store() writes it: checked, not converted (a wrong shape must not hit)."""
+    def strings(value: JSON) -> bool:
+        return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("key"), str)
+        and isinstance(entry.get("stack_hash"), str)
+        and isinstance(entry.get("service_hashes"), dict)
+        and strings(list(entry["service_hashes"]))
+        and strings(list(entry["service_hashes"].values()))
+        and strings(entry.get("dependencies"))
+    )
 
 
 def _as_list(value: JSON) -> list[JSON]:
