@@ -27,17 +27,7 @@ if [ -x /usr/bin/python3 ] && [ -x "$venv/bin/python" ] && "$venv/bin/python" -c
         && [ -f "$stamp" ] && [ "$(want)" = "$(cat "$stamp")" ]; then
     :
 else
-    export DEBIAN_FRONTEND=noninteractive
-    missing=""
-    for package in python3 python3-venv; do
-        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
-    done
-    if [ -n "$missing" ]; then
-        echo "lint: installing$missing"
-        apt-get update -qq
-        # shellcheck disable=SC2086
-        apt-get install -y -qq --no-install-recommends $missing >/dev/null
-    fi
+    "$here/scripts/ensure-packages.sh" python3 python3-venv
     echo "lint: building $venv from scripts/lint-requirements.txt"
     /usr/bin/python3 -m venv --clear "$venv"
     # --no-deps: the file lists every dependency itself, pinned; pip check proves none is missing.

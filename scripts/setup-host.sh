@@ -33,8 +33,9 @@ RUNTIME_PACKAGES=$(runtime_packages "$here/packaging/debian/control")
 [ -n "$RUNTIME_PACKAGES" ] || { echo "setup: no Depends: found in packaging/debian/control" >&2; exit 1; }
 # Not dependencies of the package, only for this host, the demo and the test suite: docker.io (of
 # the Docker engines the package accepts, the one Debian ships), sshd and busybox for the test
-# servers and the local test image, CA certificates, pytest.
-TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest"
+# servers and the local test image, CA certificates, pytest and its timeout plugin (a hung test
+# fails instead of hanging CI: pyproject.toml sets the limit).
+TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout"
 PACKAGES="$RUNTIME_PACKAGES $TEST_PACKAGES"
 
 # --list prints the packages it would make sure are installed, each after where it comes from
@@ -46,15 +47,8 @@ if [ "${1:-}" = "--list" ]; then
     exit 0
 fi
 
-missing=""
-for package in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing="$missing $package"
-done
-if [ -n "$missing" ]; then
-    echo "setup: installing$missing"
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+# shellcheck disable=SC2086
+"$here/scripts/ensure-packages.sh" $PACKAGES
 
 # Docker Compose v2. Debian 13 ships it as docker-compose (>= 2); Debian 12's docker-compose is
 # the retired Python v1, so on bookworm take trixie's package and install its binary as the CLI plugin.

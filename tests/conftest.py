@@ -26,8 +26,9 @@ TEST_IMAGE = "composeflux-test/busybox:latest"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
 
-def run(*command, check=True, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(command, check=check, capture_output=True, text=True, **kwargs)
+def run(*command, check=True, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """A command the tests need; a hung one fails its test instead of hanging the suite."""
+    return subprocess.run(command, check=check, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 # -- Docker ---------------------------------------------------------------------------------------
@@ -67,7 +68,8 @@ def prefix(docker_engine):
 
 
 def compose_projects(prefix: str) -> set[str]:
-    listing = run("docker", "ps", "-a", "--filter", "label=com.docker.compose.project", "--format", '{{.Label "com.docker.compose.project"}}')
+    label = "com.docker.compose.project"
+    listing = run("docker", "ps", "-a", "--filter", f"label={label}", "--format", f'{{{{.Label "{label}"}}}}')
     return {name for name in listing.stdout.split() if name.startswith(prefix)}
 
 

@@ -5,14 +5,8 @@ set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH DEBIAN_FRONTEND=noninteractive
 packages="debootstrap build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db git busybox-static"
-missing=""
-for p in $packages; do
-    dpkg-query -W -f '${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-    apt-get update -q
-    apt-get install -y -q --no-install-recommends $missing
-fi
+# shellcheck disable=SC2086
+"$(dirname "$0")/../../scripts/ensure-packages.sh" $packages
 # Build (or reuse) the cached Debian 13 image now, so the test's own timing excludes it.
 if [ "${1:-}" = "--image" ]; then
     "$(dirname "$0")/build-rootfs.sh"

@@ -9,10 +9,7 @@ venv="$here/.venv-sdk"
 if "$venv/bin/python" -c 'import infisical_sdk, bitwarden_sdk' 2>/dev/null; then
     exit 0
 fi
-if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "ok installed"; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
-fi
+"$here/scripts/ensure-packages.sh" python3-venv
 echo "setup: installing the official SDKs (test-only) into $venv"
 /usr/bin/python3 -m venv --clear "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
