@@ -68,11 +68,14 @@ class FakeCompose(Compose):
         document["name"] = project
         for service in (document.get("services") or {}).values():
             for volume in service.get("volumes") or []:
-                if isinstance(volume, dict) and volume.get("type") == "bind" and not str(volume["source"]).startswith("/"):
+                relative = isinstance(volume, dict) and volume.get("type") == "bind" and not str(volume["source"]).startswith("/")
+                if relative:
                     volume["source"] = str((directory / volume["source"]).resolve())
         return Result(0, json.dumps(document), "\n".join(warnings))
 
-    def up(self, project: str, directory: Path, rendered: dict[str, Any], env: Mapping[str, str], remove_orphans: bool, timeout: float) -> Result:
+    def up(
+        self, project: str, directory: Path, rendered: dict[str, Any], env: Mapping[str, str], remove_orphans: bool, timeout: float
+    ) -> Result:
         self.calls.append(("up", project))
         if self.on_up is not None:
             self.on_up(project)
@@ -93,7 +96,8 @@ class FakeCompose(Compose):
             for service, definition in (document.get("services") or {}).items():
                 labels = {**(definition.get("labels") or {}), COMPOSE_PROJECT: project, COMPOSE_SERVICE: service}
                 stopped = (project, service) in self.stopped
-                container = Container(f"{project}-{service}", service, labels, "exited" if stopped else "running", 137 if stopped else None, ())
+                state, exit_code = ("exited", 137) if stopped else ("running", None)
+                container = Container(f"{project}-{service}", service, labels, state, exit_code, ())
                 pairs.append((project, container))
         return engine_state(pairs, instance_id)
 

@@ -303,7 +303,8 @@ def test_two_instances_share_one_engine(cfx, repo, prefix, tmp_path):
     cfx.sync(env=other_env)
     one, two = container_ids(f"{prefix}-one"), container_ids(f"{prefix}-two")
     assert one and two
-    assert containers(f"{prefix}-one")["app"].labels["compose.stack.instance"] != containers(f"{prefix}-two")["app"].labels["compose.stack.instance"]
+    instance = "compose.stack.instance"
+    assert containers(f"{prefix}-one")["app"].labels[instance] != containers(f"{prefix}-two")["app"].labels[instance]
 
     # Deleting instance two's only stack: instance one must not touch it, and two prunes it
     # only when told that an empty STACK_PATH is intended.

@@ -112,7 +112,7 @@ def infisical_settings(infisical_fake):
 
 
 def _certificate(subject: str, public_key, issuer_name, signing_key, *, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -191,7 +191,12 @@ class BitwardenAccount:
                 {"id": str(uuid.uuid4()), "key": "DB_PASSWORD", "value": "bw-value-db-pw", "project_id": BITWARDEN_PROJECT},
                 {"id": str(uuid.uuid4()), "key": "API_KEY", "value": "bw-value-api-key", "project_id": BITWARDEN_PROJECT},
                 {"id": str(uuid.uuid4()), "key": "OTHER", "value": "bw-value-other", "project_id": BITWARDEN_OTHER_PROJECT},
-                {"id": BITWARDEN_DEPLOY_KEY_ID, "key": "DEPLOY_KEY", "value": "-----BEGIN KEY-----\nbw-deploy\n-----END KEY-----\n", "project_id": BITWARDEN_PROJECT},
+                {
+                    "id": BITWARDEN_DEPLOY_KEY_ID,
+                    "key": "DEPLOY_KEY",
+                    "value": "-----BEGIN KEY-----\nbw-deploy\n-----END KEY-----\n",
+                    "project_id": BITWARDEN_PROJECT,
+                },
             ]
         state = {
             "organization_id": BITWARDEN_ORGANIZATION,

@@ -29,7 +29,9 @@ VECTOR_PAYLOAD = (
 VECTOR_CIPHERS = {
     "2.N2aCz0PU6Ga9YfJlvisnwQ==|3M8dF2PFub9FP/SbgdenSQ==|KbaUQSb5IjVwhSbXDbCJbKXGBaCHEKDArrhvQDr9/QM=": "FERRIS",
     "2.WYqmVCB2wZc08tkzNOCmTw==|FAsVol/nJnnDk3/mp7z6QQ==|uPJOCC8iAbMzz4t60c35iZm8KzWKMn0ueCVJZlfmTdY=": "btw",
-    "2.DmcNJqtzi+nPWY9gJR4nMw==|IEkn2x+C0YLmnQ/qm0EfOcMGcRZDkexFkDW9BPw3wRQ=|TxxTeBKqL0QYLT+89F0KfI81BbBryXnNNAjU9DGKuuY=": "Production Environment",
+    "2.DmcNJqtzi+nPWY9gJR4nMw==|IEkn2x+C0YLmnQ/qm0EfOcMGcRZDkexFkDW9BPw3wRQ=|TxxTeBKqL0QYLT+89F0KfI81BbBryXnNNAjU9DGKuuY=": (
+        "Production Environment"
+    ),
 }
 
 
@@ -86,7 +88,7 @@ def test_malformed_enc_strings(cipher):
 )
 def test_malformed_access_tokens_are_config_errors(token):
     settings = {"SECRETS_PROVIDER": "bitwarden", "BITWARDEN_ACCESS_TOKEN": token, "BITWARDEN_PROJECT_ID": BITWARDEN_PROJECT}
-    with pytest.raises(ConfigError, match="^BITWARDEN_ACCESS_TOKEN: ") as info:
+    with pytest.raises(ConfigError, match=r"^BITWARDEN_ACCESS_TOKEN: ") as info:
         provider_from_settings(settings)
     if token:
         assert token not in str(info.value)

@@ -50,7 +50,7 @@ def test_file_must_be_regular(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(SecretsError, match="cannot open .*: No such file or directory"):
+    with pytest.raises(SecretsError, match=r"cannot open .*: No such file or directory"):
         file_provider(tmp_path / "nope").fetch()
 
 
@@ -64,9 +64,9 @@ def test_file_syntax_error_names_the_line_not_the_value(tmp_path):
 
 
 def test_file_settings_are_validated():
-    with pytest.raises(ConfigError, match="^SECRETS_FILE: required when SECRETS_PROVIDER=file"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_FILE: required when SECRETS_PROVIDER=file"):
         provider_from_settings({"SECRETS_PROVIDER": "file"})
-    with pytest.raises(ConfigError, match="^SECRETS_FILE: must be an absolute path"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_FILE: must be an absolute path"):
         provider_from_settings({"SECRETS_PROVIDER": "file", "SECRETS_FILE": "secrets.env"})
 
 
@@ -163,16 +163,16 @@ def test_command_deploy_key_reuses_the_fetched_output(tmp_path):
     assert provider.fetch()["DEPLOY_KEY"] == "line1\nline2"
     assert provider.fetch_deploy_key("DEPLOY_KEY") == "line1\nline2"
     assert runs.read_text() == "run\n"
-    with pytest.raises(SecretsError, match="^command: deploy key secret 'NOPE' not found"):
+    with pytest.raises(SecretsError, match=r"^command: deploy key secret 'NOPE' not found"):
         provider.fetch_deploy_key("NOPE")
 
 
 def test_command_settings_are_validated():
-    with pytest.raises(ConfigError, match="^SECRETS_COMMAND: required when SECRETS_PROVIDER=command"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_COMMAND: required when SECRETS_PROVIDER=command"):
         provider_from_settings({"SECRETS_PROVIDER": "command"})
-    with pytest.raises(ConfigError, match="^SECRETS_COMMAND_TIMEOUT: expected a number of seconds"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_COMMAND_TIMEOUT: expected a number of seconds"):
         command_provider("true", SECRETS_COMMAND_TIMEOUT="later")
-    with pytest.raises(ConfigError, match="^SECRETS_COMMAND_TIMEOUT: must be more than 0"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_COMMAND_TIMEOUT: must be more than 0"):
         command_provider("true", SECRETS_COMMAND_TIMEOUT="0")
 
 
@@ -180,7 +180,7 @@ def test_command_settings_are_validated():
 
 
 def test_unknown_provider():
-    with pytest.raises(ConfigError, match="^SECRETS_PROVIDER: unknown provider 'vault'"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_PROVIDER: unknown provider 'vault'"):
         provider_from_settings({"SECRETS_PROVIDER": "vault"})
 
 

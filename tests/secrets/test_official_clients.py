@@ -26,9 +26,14 @@ DRIVER = ROOT / "tests" / "fakes" / "official_client.py"
 
 
 def official_client(kind: str, args: dict, env: dict | None = None) -> subprocess.CompletedProcess:
-    probe = subprocess.run([str(SDK_PYTHON), "-c", "import infisical_sdk, bitwarden_sdk"], capture_output=True) if SDK_PYTHON.exists() else None
+    probe = None
+    if SDK_PYTHON.exists():
+        probe = subprocess.run([str(SDK_PYTHON), "-c", "import infisical_sdk, bitwarden_sdk"], capture_output=True, timeout=60)
     if probe is None or probe.returncode != 0:
-        reason = f"the official SDKs (PyPI: infisicalsdk, bitwarden-sdk) are not installed in {SDK_PYTHON.parent.parent}; run tests/secrets/setup.sh"
+        reason = (
+            f"the official SDKs (PyPI: infisicalsdk, bitwarden-sdk) are not installed in {SDK_PYTHON.parent.parent}; "
+            "run tests/secrets/setup.sh"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason)
         pytest.skip(reason)

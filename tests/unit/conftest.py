@@ -6,8 +6,7 @@ import io
 
 import pytest
 
-from composeflux import config as configuration
-from composeflux import logs, state, sync
+from composeflux import config as configuration, logs, state, sync
 from composeflux.errors import ExitStatus
 from tests.fakes.compose import FakeCompose
 

@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import urllib.parse
 import uuid
 
 import pytest
@@ -81,7 +82,8 @@ def received(sock) -> str:
 
 def forbidden() -> dict[str, str]:
     """Every credential form that must never be shown."""
-    values = [URL_PASSWORD, TOKEN, INFISICAL_ID, INFISICAL_SECRET, BITWARDEN_TOKEN, BITWARDEN_CLIENT_SECRET, COMMAND_SECRET, FILE_SECRET]
+    values = [URL_PASSWORD, TOKEN, INFISICAL_ID, INFISICAL_SECRET, BITWARDEN_TOKEN, BITWARDEN_CLIENT_SECRET]
+    values += [COMMAND_SECRET, FILE_SECRET]
     forms = {form: value for value in values for form in escaped_forms(value)}
     forms[base64.b64encode(f"bot:{TOKEN}".encode()).decode()] = "basic auth header"
     return forms
@@ -116,7 +118,8 @@ def test_no_credential_reaches_any_output(cfx, repo, tmp_path, echo_server, noti
     repo.commit()
     settings = {
         **scenarios(echo_server, tmp_path)[provider],
-        "GIT_REPO_URL": f"http://bot:{URL_PASSWORD.replace('@', '%40').replace('/', '%2F').replace(' ', '%20')}@127.0.0.1:{free_port()}/stacks.git",
+        # The password as a user writes it into a URL: percent-encoded where it must be.
+        "GIT_REPO_URL": f"http://bot:{urllib.parse.quote(URL_PASSWORD, safe=':')}@127.0.0.1:{free_port()}/stacks.git",
         "GIT_TOKEN": TOKEN,
         "GIT_USERNAME": "bot",
         "LOG_FORMAT": log_format,

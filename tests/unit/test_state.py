@@ -23,7 +23,8 @@ def test_record_tracks_deployed_good_and_failures():
     assert web.deployed == web.good == state.Revision("c1", "h1", "t1")
     assert web.consecutive_failures == 0
 
-    failed = outcome(StackOutcome("web", Action.FAILED, "hash changed", "h2", error="up failed"), status=ExitStatus.STACKS_FAILED, commit="c2")
+    broken = StackOutcome("web", Action.FAILED, "hash changed", "h2", error="up failed")
+    failed = outcome(broken, status=ExitStatus.STACKS_FAILED, commit="c2")
     s2 = recorded(s1, failed, "t2")
     s3 = recorded(s2, failed, "t3")
     web = s3.stacks["web"]
@@ -115,9 +116,13 @@ def test_state_file_behind_a_symlink_is_neither_read_nor_written_through(tmp_pat
 
 
 def test_wrong_shapes_inside_a_valid_file_do_not_crash(tmp_path):
-    (tmp_path / state.STATE_FILE).write_text(json.dumps(
-        {"version": 1, "last_sync": {"time": 5, "stacks": {"a": "x", "b": {"action": 3}}}, "stacks": {"a": [], "b": {"consecutive_failures": "x"}}, "history": {}}
-    ))
+    document = {
+        "version": 1,
+        "last_sync": {"time": 5, "stacks": {"a": "x", "b": {"action": 3}}},
+        "stacks": {"a": [], "b": {"consecutive_failures": "x"}},
+        "history": {},
+    }
+    (tmp_path / state.STATE_FILE).write_text(json.dumps(document))
     loaded = state.load(tmp_path)
     assert loaded.stacks["b"].consecutive_failures == 0
     assert loaded.last_sync is not None and set(loaded.last_sync.stacks) == {"b"}
