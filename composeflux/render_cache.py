@@ -47,8 +47,8 @@ class RenderCache:
 
     def lookup(self, stack: Stack) -> StackHashes | None:
         """The stack's hashes from an earlier render whose inputs are all unchanged, or None."""
-        entry = self.entries.get(stack.name)
-        if not _well_formed(entry):
+        entry = _well_formed(self.entries.get(stack.name))
+        if entry is None:
             return None  # no entry, or one of another shape: render again
         key = self._key(stack, entry["dependencies"])
         if key is None or key != entry["key"]:
@@ -151,12 +151,13 @@ def _render_inputs(stack: Stack) -> list[Path]:
     return inputs
 
 
-def _well_formed(entry: JSON) -> bool:
-    """An entry as store() writes it: checked, not converted (a wrong shape must not hit)."""
+def _well_formed(entry: JSON) -> dict[str, JSON] | None:
+    """The entry if it is as store() writes it, else None: checked, not converted (a wrong
+    shape must not hit)."""
     def strings(value: JSON) -> bool:
         return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
-    return (
+    well_formed = (
         isinstance(entry, dict)
         and isinstance(entry.get("key"), str)
         and isinstance(entry.get("stack_hash"), str)
@@ -165,6 +166,7 @@ def _well_formed(entry: JSON) -> bool:
         and strings(list(entry["service_hashes"].values()))
         and strings(entry.get("dependencies"))
     )
+    return entry if well_formed else None
 
 
 def _as_list(value: JSON) -> list[JSON]:
