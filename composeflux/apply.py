@@ -5,12 +5,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from composeflux.compose import Compose, Result
 from composeflux.deployed import COMMIT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE, SERVICE_HASH, STACK_HASH, DeployedStack
 from composeflux.logs import ACTION, STACK
 from composeflux.rendered import JSON, RenderedStack
-from composeflux.stacks import Stack
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,10 @@ class Applier:
         self.remove_orphans = remove_orphans
         self.timeout = timeout
 
-    def deploy(self, stack: Stack, project: dict[str, JSON]) -> None:
-        result = self.compose.up(stack.name, stack.directory, project, self.env, self.remove_orphans, self.timeout)
-        self._log_output(stack.name, "deploy", result)
+    def deploy(self, name: str, directory: Path, project: dict[str, JSON]) -> None:
+        """`docker compose up` of the project in `directory` (the stack's own tree)."""
+        result = self.compose.up(name, directory, project, self.env, self.remove_orphans, self.timeout)
+        self._log_output(name, "deploy", result)
         if result.returncode != 0:
             raise ApplyError(f"docker compose up failed: {self._last_lines(result)}")
 

@@ -16,3 +16,11 @@ class Checkout:
     @property
     def short_commit(self) -> str:
         return self.commit[:12]
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeRevision:
+    """What a stack's own tree holds (trees.py): the tracked files under `paths` at `commit`."""
+
+    commit: str
+    paths: tuple[str, ...]

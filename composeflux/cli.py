@@ -30,7 +30,7 @@ OVERRIDES = {"repo_url": "GIT_REPO_URL", "branch": "GIT_BRANCH", "stack_path": "
 def sync_options(function: F) -> F:
     """The options shared by `composeflux sync` and `composeflux-sync`."""
     options = [
-        click.option("--dry-run", is_flag=True, help="Print the plan (deploy / unchanged / prune / failed, and why) and change no stack."),
+        click.option("--dry-run", is_flag=True, help="Print the plan (deploy / unchanged / prune / failed, and why) and change nothing."),
         click.option(
             "--allow-prune-all", is_flag=True, help="Allow removing every deployed stack when Git holds none (or STACK_PATH is gone)."
         ),

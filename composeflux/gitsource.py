@@ -2,8 +2,9 @@
 
 Clone on first run (into a temporary directory, renamed into place, so a half-written clone is
 never used). Afterwards fetch with a forced refspec, hard-reset and clean, so force pushes and
-branch changes converge. A clone whose .git is broken is re-initialised in place; the working
-tree is kept so that data a container has bind-mounted from it is never deleted.
+branch changes converge. The clone is composeflux's render checkout only: every stack runs from
+a tree of its own (trees.py), so nothing of a user's lives here. A clone whose .git is broken is
+re-initialised in place. A dry run only fetches (`fetch()`).
 
 Credentials never reach .git/config, process arguments or logs: the HTTPS token is handed to git
 through GIT_CONFIG_* environment variables, the SSH key through GIT_SSH_COMMAND.
@@ -18,7 +19,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import git
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # A hung remote must not block every later sync (systemd would also stop us, but later).
 GIT_NETWORK_TIMEOUT = 300
+# In the .git of a clone that is composeflux's own render checkout (not a 0.1 checkout that
+# containers ran from): from then on it is reset and cleaned completely on every sync.
+RENDER_CHECKOUT_MARK = "composeflux-render-checkout"
+RENDER_CHECKOUT_NOTE = "No container runs from this checkout; composeflux resets and cleans it on every sync.\n"
 # git's advice after an SSH failure; it crowds out the actual reason.
 BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists")
 
@@ -101,29 +106,51 @@ class GitSource:
         self.env = git_environment(config, ssh_key)
         self.refspec = f"+refs/heads/{config.branch}:refs/remotes/origin/{config.branch}"
 
-    def sync(self, protect: Iterable[Path] = ()) -> Checkout:
+    def sync(self, migrate: Callable[[Path], None] | None = None) -> Checkout:
         """Bring the clone to origin/<branch> and return what is checked out.
 
-        `protect`: absolute paths inside the clone that must survive `git clean`
-        (bind-mount sources of running containers).
+        The clone is composeflux's own render checkout: no container runs from it (each stack
+        has its own tree, see trees.py), so it is reset and cleaned completely. A checkout of
+        composeflux 0.1, which containers did run from, is first handed to `migrate` (after
+        the fetch succeeded), which moves the files that are not Git's out of it.
         """
         path = self.config.clone_path
         if not (path / ".git").exists():
-            if path.exists() and any(path.iterdir()):
-                raise GitSourceError(
-                    f"GIT_CLONE_PATH {path} exists, is not empty and is not a composeflux clone; "
-                    "move it away or choose another GIT_CLONE_PATH"
-                )
-            return self._clone()
+            self._check_empty(path)
+            return self._clone(checkout=True)
         try:
-            return self._update(git.Repo(path), protect)
+            return self._update(git.Repo(path), migrate)
         except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
             # Either the remote is unreachable (then nothing must change) or our clone is broken.
             self._check_remote()
             log.warning("The clone at %s could not be updated (%s); re-initialising it", path, _describe(exc, self.config))
-            return self._reinitialise(protect)
+            return self._reinitialise(migrate)
 
-    def _clone(self) -> Checkout:
+    def fetch(self) -> Checkout:
+        """Fetch origin/<branch> without touching any working tree (for a dry run), and describe
+        that commit; `path` is the clone, whose files are not those of the commit."""
+        path = self.config.clone_path
+        if not (path / ".git").exists():
+            self._check_empty(path)
+            return self._clone(checkout=False)
+        try:
+            repo = git.Repo(path)
+            with repo.git.custom_environment(**self.env):
+                self._fetch(repo)
+                return self._checkout_at(repo, f"refs/remotes/origin/{self.config.branch}")
+        except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
+            self._check_remote()
+            raise GitSourceError(f"the clone at {path} cannot be used ({_describe(exc, self.config)}); a real sync rebuilds it") from None
+
+    @staticmethod
+    def _check_empty(path: Path) -> None:
+        if path.exists() and any(path.iterdir()):
+            raise GitSourceError(
+                f"GIT_CLONE_PATH {path} exists, is not empty and is not a composeflux clone; "
+                "move it away or choose another GIT_CLONE_PATH"
+            )
+
+    def _clone(self, checkout: bool) -> Checkout:
         path = self.config.clone_path
         path.parent.mkdir(parents=True, exist_ok=True)
         for leftover in path.parent.glob(f".{path.name}.clone-*"):
@@ -134,10 +161,12 @@ class GitSource:
             git.Repo.clone_from(
                 self.config.repo_url,
                 temporary,
+                multi_options=[] if checkout else ["--no-checkout"],
                 branch=self.config.branch,
                 env=self.env,
                 kill_after_timeout=GIT_NETWORK_TIMEOUT,
             )
+            (temporary / ".git" / RENDER_CHECKOUT_MARK).write_text(RENDER_CHECKOUT_NOTE)
             if path.exists():
                 path.rmdir()  # empty, checked by the caller
             temporary.rename(path)
@@ -147,21 +176,28 @@ class GitSource:
             ) from None
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
-        return self._describe_head(git.Repo(path))
+        return self._checkout_at(git.Repo(path), "HEAD")
 
-    def _update(self, repo: git.Repo, protect: Iterable[Path]) -> Checkout:
+    def _fetch(self, repo: git.Repo) -> None:
+        if repo.git.remote().split() != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
+            self._reset_remote(repo)
+        repo.git.fetch("--prune", "--no-tags", "origin", self.refspec, kill_after_timeout=GIT_NETWORK_TIMEOUT)
+
+    def _update(self, repo: git.Repo, migrate: Callable[[Path], None] | None) -> Checkout:
         with repo.git.custom_environment(**self.env):
-            if repo.git.remote().split() != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
-                self._reset_remote(repo)
-            repo.git.fetch("--prune", "--no-tags", "origin", self.refspec, kill_after_timeout=GIT_NETWORK_TIMEOUT)
+            self._fetch(repo)
+            mark = Path(repo.git_dir) / RENDER_CHECKOUT_MARK
+            if not mark.exists():
+                if migrate is not None:
+                    migrate(self.config.clone_path)
+                mark.write_text(RENDER_CHECKOUT_NOTE)
             repo.git.reset("--hard", f"refs/remotes/origin/{self.config.branch}")
             try:
-                repo.git.clean("-ffd", *self._exclusions(protect))
+                repo.git.clean("-ffdx")
             except git.GitCommandError as exc:
-                # Typically files a container created as root in a directory it no longer mounts.
-                # The tracked content is already right; leftovers must not block every sync.
+                # A file the sync user may not remove; the tracked content is already right.
                 log.warning("Could not remove every untracked file from the clone: %s", _first_line(exc, self.config))
-            return self._describe_head(repo)
+            return self._checkout_at(repo, "HEAD")
 
     def _reset_remote(self, repo: git.Repo) -> None:
         for remote in repo.git.remote().split():
@@ -185,51 +221,43 @@ class GitSource:
         if not heads.strip():
             raise GitSourceError(f"branch {self.config.branch} not found in {self.config.repo_url}")
 
-    def _reinitialise(self, protect: Iterable[Path]) -> Checkout:
-        """Throw away a broken .git and rebuild it in place; the working tree stays."""
+    def _reinitialise(self, migrate: Callable[[Path], None] | None) -> Checkout:
+        """Throw away a broken .git and rebuild it in place; the working tree stays (and, if it
+        was a 0.1 checkout that containers ran from, is migrated first)."""
         path = self.config.clone_path
+        was_render_checkout = (path / ".git" / RENDER_CHECKOUT_MARK).exists()
         shutil.rmtree(path / ".git")
         repo = git.Repo.init(path)
+        if was_render_checkout:
+            (Path(repo.git_dir) / RENDER_CHECKOUT_MARK).write_text(RENDER_CHECKOUT_NOTE)
         try:
             with repo.git.custom_environment(**self.env):
                 repo.git.remote("add", "origin", self.config.repo_url)
-            return self._update(repo, protect)
+            return self._update(repo, migrate)
         except git.GitCommandError as exc:
             raise GitSourceError(f"cannot rebuild the clone at {path}: {_first_line(exc, self.config)}") from None
 
-    def _exclusions(self, protect: Iterable[Path]) -> list[str]:
-        root = self.config.clone_path.resolve()
-        arguments = []
-        for protected in protect:
-            try:
-                relative = Path(protected).resolve().relative_to(root)
-            except ValueError:
-                continue
-            if relative.parts and relative.parts[0] != ".git":
-                arguments += ["-e", f"/{relative.as_posix()}"]
-        return arguments
-
-    def _describe_head(self, repo: git.Repo) -> Checkout:
-        head = repo.head.commit
+    def _checkout_at(self, repo: git.Repo, revision: str) -> Checkout:
+        commit = repo.commit(revision)
         if repo.working_tree_dir is None:  # only a bare repository has none; the clone never is one
             raise GitSourceError(f"{repo.git_dir} is a bare repository, not a clone with a working tree")
         return Checkout(
             path=Path(repo.working_tree_dir).resolve(),
-            commit=head.hexsha,
-            subject=head.summary if isinstance(head.summary, str) else head.summary.decode(errors="replace"),
-            object_ids=_object_ids(repo),
+            commit=commit.hexsha,
+            subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(errors="replace"),
+            object_ids=_object_ids(repo, commit.hexsha),
         )
 
 
-def _object_ids(repo: git.Repo) -> dict[str, str]:
-    """Every tracked path (files and directories) at HEAD with its Git object id: a free content hash."""
-    listing = repo.git.ls_tree("-r", "-t", "-z", "--full-tree", "HEAD")
+def _object_ids(repo: git.Repo, commit: str) -> dict[str, str]:
+    """Every tracked path (files and directories) of a commit with its Git object id: a free content hash."""
+    listing = repo.git.ls_tree("-r", "-t", "-z", "--full-tree", commit)
     ids: dict[str, str] = {}
     for entry in listing.split("\0"):
         if entry:
             meta, _, name = entry.partition("\t")
             ids[name] = meta.split()[2]
-    ids["."] = repo.head.commit.tree.hexsha
+    ids["."] = repo.commit(commit).tree.hexsha
     return ids
 
 

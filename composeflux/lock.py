@@ -19,7 +19,9 @@ POLL_SECONDS = 0.2
 
 
 @contextlib.contextmanager
-def sync_lock(state_dir: Path, timeout: float) -> Iterator[None]:
+def sync_lock(state_dir: Path, timeout: float, record_pid: bool = True) -> Iterator[None]:
+    """Hold the state directory's lock. `record_pid`: write our pid into the lock file for
+    those who wait (a dry run does not: it changes nothing in the state directory)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -40,8 +42,9 @@ def sync_lock(state_dir: Path, timeout: float) -> Iterator[None]:
                     log.info("Another sync (pid %s) is running; waiting for it to finish", holder)
                     waiting = True
                 time.sleep(POLL_SECONDS)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if record_pid:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from composeflux.checkout import TreeRevision
 from composeflux.errors import ExitStatus
 from composeflux.plan import Action, Plan
 
@@ -32,6 +33,7 @@ class StackOutcome:
     service_hashes: dict[str, str] = dataclasses.field(default_factory=dict)
     commit: str | None = None  # the commit its containers now run, when it was deployed or unchanged
     error: str | None = None  # FAILED only: what went wrong (masked)
+    tree: TreeRevision | None = None  # what the stack's own tree holds now, when this sync changed it
 
     @property
     def changed_something(self) -> bool:

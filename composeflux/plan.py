@@ -70,7 +70,8 @@ def make_plan(
     allow_prune_all: bool,
 ) -> Plan:
     """desired: every stack directory found in Git, in deploy order: its hashes, or why it
-    cannot be deployed (a failed stack is still in Git: it is never pruned).
+    cannot be deployed (a failed stack is still in Git: it is never pruned). The plan lists
+    the stacks deleted from Git first, then `desired` in its order.
     others: Compose projects on the engine that this instance did not deploy -> owner."""
     stacks = []
     in_git = set()
@@ -92,12 +93,15 @@ def make_plan(
             f"no stacks were found in Git, but {len(gone)} are deployed ({', '.join(gone)}); refusing to remove them all. "
             "If that is really intended, run `composeflux sync --allow-prune-all` (or set ALLOW_PRUNE_ALL=true once)"
         )
-    for name in gone:
-        if remove_orphans:
-            stacks.append(StackPlan(name, Action.PRUNE, "deleted from Git"))
-        else:
-            stacks.append(StackPlan(name, Action.KEEP, "deleted from Git; kept because REMOVE_ORPHANS=false"))
-    return Plan(tuple(stacks))
+    # Stacks deleted from Git go first: a renamed stack that publishes a host port or keeps a
+    # container_name can only come up once its old self is gone.
+    removed = [
+        StackPlan(name, Action.PRUNE, "deleted from Git")
+        if remove_orphans
+        else StackPlan(name, Action.KEEP, "deleted from Git; kept because REMOVE_ORPHANS=false")
+        for name in gone
+    ]
+    return Plan(tuple(removed + stacks))
 
 
 def compare(hashes: StackHashes, deployed: DeployedStack | None, remove_orphans: bool) -> str:

@@ -58,14 +58,25 @@ def canonical(value: JSON) -> bytes:
 
 class Renderer:
     def __init__(
-        self, compose: Compose, checkout: Checkout, hash_key: bytes, interpolation_env: Mapping[str, str], mask: Callable[[str], str]
+        self,
+        compose: Compose,
+        checkout: Checkout,
+        hash_key: bytes,
+        interpolation_env: Mapping[str, str],
+        mask: Callable[[str], str],
+        tree_root: Callable[[str], Path] | None = None,
     ) -> None:
+        """`tree_root(stack name)`: where that stack's own tree will be (trees.py). Compose
+        renders in the checkout; every path of the rendered project that points into the
+        checkout is then moved to the stack's tree, which is where it is deployed from. So the
+        hashes do not depend on where the render happened (a dry run renders elsewhere)."""
         self.compose = compose
         self.checkout = checkout
         self.root = checkout.path.resolve()
         self.hash_key = hash_key
         self.env = dict(interpolation_env)
         self.mask = mask
+        self.tree_root = tree_root
 
     def hmac(self, purpose: str, value: JSON) -> str:
         return hmac.new(self.hash_key, purpose.encode() + b"\0" + canonical(value), hashlib.sha256).hexdigest()
@@ -86,14 +97,23 @@ class Renderer:
             project = json.loads(result.stdout)
         except json.JSONDecodeError:
             raise RenderError("docker compose config did not print a JSON project") from None
-        return self._hash(stack, project)
+        if self.tree_root is None:
+            return self._hash(stack, project, self.root)
+        tree = self.tree_root(stack.name)
+        return self._hash(stack, relocate(project, self.root, tree), tree)
 
-    def _hash(self, stack: Stack, project: dict[str, JSON]) -> RenderedStack:
+    def deploy_directory(self, stack: Stack) -> Path:
+        """The project directory `docker compose up` runs in: the stack's directory in its tree."""
+        if self.tree_root is None:
+            return stack.directory
+        return self.tree_root(stack.name) / (self.relative_path(stack.directory) or ".")
+
+    def _hash(self, stack: Stack, project: dict[str, JSON], base: Path) -> RenderedStack:
         services = project.get("services") or {}
         service_hashes = {}
         all_files: dict[str, str] = {}
         for name, service in services.items():
-            files = self._service_files(project, service)
+            files = self._service_files(project, service, base)
             all_files.update(files)
             if _replicas(service) == 0:
                 continue  # scaled to zero: no container will ever carry its hash
@@ -106,7 +126,7 @@ class Renderer:
         dependencies = sorted(path for path in all_files if not _inside(path, stack_dir))
         return RenderedStack(StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies)), project)
 
-    def _service_files(self, project: dict[str, JSON], service: dict[str, JSON]) -> dict[str, str]:
+    def _service_files(self, project: dict[str, JSON], service: dict[str, JSON], base: Path) -> dict[str, str]:
         """Checkout-relative path -> content id of the tracked local files this service uses."""
         paths = []
         for volume in service.get("volumes") or []:
@@ -124,19 +144,34 @@ class Renderer:
                     paths.append(file)
         files = {}
         for path in paths:
-            relative = self.relative_path(Path(path))
+            relative = self.relative_path(Path(path), base)
             # Untracked paths (runtime data a container writes into the checkout) are not hashed:
             # they would redeploy the stack on every sync.
             if relative is not None and relative in self.checkout.object_ids:
                 files[relative] = self.checkout.object_ids[relative]
         return files
 
-    def relative_path(self, path: Path) -> str | None:
+    def relative_path(self, path: Path, base: Path | None = None) -> str | None:
+        """`path` relative to the checkout (or to `base`, laid out like it), or None outside it."""
         try:
-            relative = Path(os.path.normpath(path)).relative_to(self.root)
+            relative = Path(os.path.normpath(path)).relative_to(base or self.root)
         except ValueError:
             return None
         return relative.as_posix() if relative.parts else "."
+
+
+def relocate(value: JSON, source: Path, target: Path) -> JSON:
+    """`value` with every string that is `source` or a path below it moved to `target`."""
+    if isinstance(value, str):
+        prefix = str(source)
+        if value == prefix or value.startswith(prefix + "/"):
+            return str(target) + value[len(prefix) :]
+        return value
+    if isinstance(value, dict):
+        return {key: relocate(item, source, target) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relocate(item, source, target) for item in value]
+    return value
 
 
 def _inside(path: str, directory: str | None) -> bool:

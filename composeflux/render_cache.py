@@ -82,7 +82,9 @@ class RenderCache:
             return None
         checkout = self.renderer.checkout
         directory = self.renderer.relative_path(stack.directory)
-        digests = {str(path): self._digest(path) for path in inputs}
+        # Keyed by checkout-relative paths and the deploy directory, not by where the checkout is:
+        # a dry run, which renders in a scratch copy, shares the cache with the real sync.
+        digests = {self.renderer.relative_path(path) or str(path): self._digest(path) for path in inputs}
         digests.update({path: checkout.object_ids.get(path, "untracked") for path in dependencies})
         return self.renderer.hmac(
             "render-cache",
@@ -90,7 +92,7 @@ class RenderCache:
                 "composeflux": __version__,
                 "compose": self.compose_version,
                 "stack": stack.name,
-                "directory": str(stack.directory),
+                "directory": str(self.renderer.deploy_directory(stack)),
                 "tree": checkout.object_ids.get(directory) if directory is not None else None,
                 "env": self.renderer.env,
                 "inputs": digests,

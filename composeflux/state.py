@@ -8,7 +8,8 @@
      "stacks": {NAME: {last_action, last_reason, last_error,
                        deployed: {commit, hash, time} | null,    the commit its containers run
                        good: {commit, hash, time} | null,        the last one that converged
-                       consecutive_failures, failing_since}},
+                       consecutive_failures, failing_since,
+                       tree: {commit, paths} | null}},           what its own tree holds
      "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
 
 `record()` is a pure function from the previous state and a run's outcome to the next state;
@@ -29,6 +30,7 @@ import logging
 import os
 from pathlib import Path
 
+from composeflux.checkout import TreeRevision
 from composeflux.outcome import StackOutcome, SyncOutcome
 from composeflux.plan import Action
 from composeflux.rendered import JSON
@@ -68,6 +70,7 @@ class StackRecord:
     good: Revision | None = None
     consecutive_failures: int = 0
     failing_since: str | None = None
+    tree: TreeRevision | None = None  # what the stack's own tree holds (trees.py)
 
     @classmethod
     def from_json(cls, data: JSON) -> StackRecord:
@@ -82,7 +85,15 @@ class StackRecord:
             good=Revision.from_json(data.get("good")),
             consecutive_failures=failures if isinstance(failures, int) and failures >= 0 else 0,
             failing_since=_str(data.get("failing_since")),
+            tree=_tree(data.get("tree")),
         )
+
+
+def _tree(data: JSON) -> TreeRevision | None:
+    if not isinstance(data, dict) or not isinstance(data.get("commit"), str) or not isinstance(data.get("paths"), list):
+        return None
+    paths = tuple(path for path in data["paths"] if isinstance(path, str))
+    return TreeRevision(data["commit"], paths)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +217,8 @@ def record(previous: State, outcome: SyncOutcome, *, branch: str, repository: st
 
 
 def _next_record(record: StackRecord, stack: StackOutcome, time: str) -> StackRecord:
+    if stack.tree is not None:
+        record = dataclasses.replace(record, tree=stack.tree)
     if stack.action is Action.FAILED:
         return dataclasses.replace(
             record,
@@ -227,6 +240,7 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str) -> StackRe
             good=deployed,
             consecutive_failures=0,
             failing_since=None,
+            tree=record.tree,
         )
     # KEEP, SKIPPED: nothing happened to the stack; only say so.
     return dataclasses.replace(record, last_action=stack.action.value, last_reason=stack.reason)

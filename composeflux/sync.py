@@ -11,20 +11,23 @@ Exceptions become exit statuses in one place (`errors.exit_status`), here.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 from composeflux import state, trigger
 from composeflux.apply import Applier, ApplyError, labelled_project
-from composeflux.checkout import Checkout
+from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, EngineState
-from composeflux.errors import ComposefluxError, ExitStatus, UnsafePruneError, exit_status
+from composeflux.errors import ComposefluxError, ExitStatus, GitSourceError, UnsafePruneError, exit_status
 from composeflux.gitsource import GitSource, deploy_key
 from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
@@ -35,6 +38,7 @@ from composeflux.render_cache import RenderCache
 from composeflux.rendered import RenderedStack, StackHashes, StackProblem
 from composeflux.sdnotify import Notifier
 from composeflux.stacks import Discovery, Stack, StackConfig, discover
+from composeflux.trees import GitObjects, StackTrees, export, migrate_checkout, overlay
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +76,12 @@ def run(
     if not options.dry_run:
         _drain_trigger_requests(config)
     try:
-        with sync_lock(config.state_dir, config.lock_timeout):
-            outcome = _Run(config, options, tools, notify, commit_field or CommitField()).outcome()
+        with sync_lock(config.state_dir, config.lock_timeout, record_pid=not options.dry_run):
+            # A dry run only reads the state; a real sync sets a damaged file aside.
+            previous = state.read(config.state_dir) if options.dry_run else state.load(config.state_dir)
+            outcome = _Run(config, options, tools, notify, commit_field or CommitField(), previous).outcome()
             if not options.dry_run:
-                _save_state(config, outcome)
+                _save_state(config, previous, outcome)
     except ComposefluxError as exc:  # the lock: another sync is running; this one did nothing
         message = config.masker(str(exc))
         log.error("Sync not started: %s", message)
@@ -105,9 +111,8 @@ def _drain_trigger_requests(config: Config) -> None:
         log.debug("This sync answers %d trigger request(s)", drained)
 
 
-def _save_state(config: Config, outcome: SyncOutcome) -> None:
+def _save_state(config: Config, previous: state.State, outcome: SyncOutcome) -> None:
     try:
-        previous = state.load(config.state_dir)
         state.save(config.state_dir, state.record(previous, outcome, branch=config.branch, repository=config.repo_url))
     except OSError as exc:
         log.error("Cannot record this sync in %s: %s", config.state_dir / state.STATE_FILE, exc.strerror or exc)
@@ -129,8 +134,11 @@ class _Run:
     """The steps of one sync. Keeps what it has done so far, so that an error that stops the
     run midway is reported with the stacks already deployed or pruned."""
 
-    def __init__(self, config: Config, options: Options, tools: Tools | None, notify: Notifier, commit_field: CommitField):
+    def __init__(
+        self, config: Config, options: Options, tools: Tools | None, notify: Notifier, commit_field: CommitField, previous: state.State
+    ) -> None:
         self.config = config
+        self.previous = previous
         self.options = options
         self.allow_prune_all = options.allow_prune_all or config.allow_prune_all
         self.tools = tools
@@ -142,7 +150,8 @@ class _Run:
 
     def outcome(self) -> SyncOutcome:
         try:
-            return self._steps()
+            with contextlib.ExitStack() as cleanup:
+                return self._steps(cleanup)
         except Exception as exc:  # mapped to an exit status here, and only here
             status = exit_status(exc)
             if status is ExitStatus.INTERNAL:
@@ -177,7 +186,7 @@ class _Run:
                 result.append(StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, error=error))
         return tuple(result)
 
-    def _steps(self) -> SyncOutcome:
+    def _steps(self, cleanup: contextlib.ExitStack) -> SyncOutcome:
         config = self.config
         tools = self.tools or default_tools()
         self.notify("fetching secrets")
@@ -190,15 +199,23 @@ class _Run:
         engine = tools.read_engine(config.instance_id)
 
         self.notify("fetching Git")
+        trees = StackTrees(config.state_dir.resolve(), GitObjects(config.clone_path))
         with deploy_key(config) as key:
-            checkout = GitSource(config, key).sync(protect=[Path(p) for p in engine.bind_sources()])
+            source = GitSource(config, key)
+            if self.options.dry_run:
+                checkout = self._scratch_checkout(source.fetch(), trees, cleanup)
+            else:
+                checkout = source.sync(migrate=lambda clone: self._migrate(clone, trees))
         self.checkout = checkout
         self.commit_field.commit = checkout.commit
         log.info("Checked out %s (%s) from %s branch %s", checkout.short_commit, checkout.subject, config.repo_url, config.branch)
 
         discovery = self._discover(checkout, engine)
+        for stack in discovery.stacks:
+            # The stack's untracked files (a git-ignored .env, ...) take part in the render.
+            overlay(trees.path(stack.name), checkout.path, self._relative(checkout, stack))
         env = interpolation_env(discovery.stack_config.envs, secret_values)
-        renderer = Renderer(tools.compose, checkout, load_hash_key(config.state_dir), env, config.masker)
+        renderer = Renderer(tools.compose, checkout, load_hash_key(config.state_dir), env, config.masker, tree_root=trees.path)
         cache = RenderCache(config.state_dir, renderer, compose_version)
 
         self.notify("rendering")
@@ -220,10 +237,10 @@ class _Run:
         for planned in plan.stacks:
             if planned.action is Action.DEPLOY:
                 self.notify(f"deploying {deploys.index(planned) + 1}/{len(deploys)}: {planned.name}")
-                result = self._deploy(planned, stacks[planned.name], rendered, renderer, cache, applier, engine, checkout)
+                result = self._deploy(planned, stacks[planned.name], rendered, renderer, cache, applier, engine, checkout, trees)
             elif planned.action is Action.PRUNE:
                 self.notify(f"pruning {planned.name}")
-                result = self._prune(planned, applier)
+                result = self._prune(planned, applier, trees)
             else:
                 result = self._untouched(planned, engine)
             self.done.append(result)
@@ -281,9 +298,11 @@ class _Run:
         applier: Applier,
         engine: EngineState,
         checkout: Checkout,
+        trees: StackTrees,
     ) -> StackOutcome:
         fields = {STACK: planned.name, ACTION: planned.action.value}
         log.info("Deploying: %s", planned.reason, extra=fields)
+        tree: TreeRevision | None = None
         try:
             fresh = rendered.get(planned.name)
             if fresh is None:  # planned from cached hashes: the project itself is needed now
@@ -292,23 +311,55 @@ class _Run:
                 if fresh.hashes.stack_hash != planned.stack_hash:
                     log.warning("The stack rendered differently than when it was planned; deploying the new render", extra=fields)
             project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id)
-            applier.deploy(stack, project)
-        except (RenderError, ApplyError) as exc:
-            log.error("Deploy failed: %s", exc, extra={**fields, ACTION: "failed"})
-            return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=str(exc))
+            # The stack's own files move to this commit now, and only now (its directory and the
+            # tracked files it uses outside it); what is not Git's stays.
+            record = self.previous.stacks.get(planned.name)
+            wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
+            tree = trees.update(planned.name, wanted, record.tree if record else None).revision
+            applier.deploy(planned.name, renderer.deploy_directory(stack), project)
+        except (RenderError, ApplyError, GitSourceError, OSError) as exc:
+            message = self.config.masker(str(exc) if not isinstance(exc, OSError) else f"cannot update its files: {exc}")
+            log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})
+            return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree)
         return StackOutcome(
-            planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit
+            planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit,
+            tree=tree,
         )
 
-    def _prune(self, planned: StackPlan, applier: Applier) -> StackOutcome:
+    def _prune(self, planned: StackPlan, applier: Applier, trees: StackTrees) -> StackOutcome:
         fields = {STACK: planned.name, ACTION: planned.action.value}
         log.info("Pruning: %s", planned.reason, extra=fields)
         try:
             applier.prune(planned.name)
-        except ApplyError as exc:
+            archived = trees.archive(planned.name)
+        except (ApplyError, OSError) as exc:
             log.error("Prune failed: %s", exc, extra={**fields, ACTION: "failed"})
             return StackOutcome(planned.name, Action.FAILED, planned.reason, error=str(exc))
+        if archived is not None:
+            log.info("Its files (data next to the compose file included) were moved to %s; "
+                     "`rm -r` that directory once nothing there is needed", archived, extra=fields)
         return StackOutcome(planned.name, Action.PRUNE, planned.reason)
+
+    @staticmethod
+    def _relative(checkout: Checkout, stack: Stack) -> str:
+        return stack.directory.resolve().relative_to(checkout.path).as_posix()
+
+    def _scratch_checkout(self, fetched: Checkout, trees: StackTrees, cleanup: contextlib.ExitStack) -> Checkout:
+        """The fetched commit's files in a temporary directory, for a dry run: neither the clone
+        nor any stack's tree changes."""
+        scratch = Path(tempfile.mkdtemp(prefix="composeflux-dry-run-")).resolve()
+        cleanup.callback(shutil.rmtree, scratch, ignore_errors=True)
+        export(trees.objects, fetched.commit, scratch)
+        return dataclasses.replace(fetched, path=scratch)
+
+    def _migrate(self, clone: Path, trees: StackTrees) -> None:
+        """composeflux 0.1 ran every stack from the clone: its untracked files move out now."""
+        done = migrate_checkout(clone, str(self.config.stack_path), trees, {})
+        if done:
+            log.warning("Moving to per-stack working trees (%s): %d untracked entr%s of the old checkout %s moved",
+                        trees.root, len(done), "y" if len(done) == 1 else "ies", clone)
+        for line in done:
+            log.warning("Migration: %s", line)
 
     def _untouched(self, planned: StackPlan, engine: EngineState) -> StackOutcome:
         if planned.action not in (Action.UNCHANGED, Action.FAILED):

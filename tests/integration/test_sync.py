@@ -290,7 +290,7 @@ def test_untracked_bind_mount_data_in_the_checkout_survives(cfx, repo, prefix):
     repo.commit("unrelated change")
     result = cfx.sync()
     assert "0 deployed, 1 unchanged" in result.stderr  # untracked data is not part of the hash
-    assert (cfx.state / "repo" / "stacks" / name / "data" / "db").read_text() == "precious\n"
+    assert (cfx.state / "stacks" / name / "stacks" / name / "data" / "db").read_text() == "precious\n"
 
 
 def test_two_instances_share_one_engine(cfx, repo, prefix, tmp_path):

@@ -245,14 +245,45 @@ def test_later_syncs_follow_new_commits_and_clean_untracked_files(tmp_path, remo
     (clone / "README.md").write_text("edited on the host\n")
     second_commit = remote.commit({"stacks/web/compose.yaml": "services: {app: {image: nginx:1.28}}\n"}, "second commit")
 
-    second = source.sync(protect=[clone / "stacks/web/data"])
+    migrated = []
+    second = source.sync(migrate=migrated.append)
+    assert migrated == []  # a clone composeflux made itself is its render checkout, nothing else
     assert second.commit == second_commit != first.commit
     assert second.object_ids["stacks/web/compose.yaml"] == remote.object_id("stacks/web/compose.yaml")
     assert second.object_ids["stacks/web/compose.yaml"] != first.object_ids["stacks/web/compose.yaml"]
     assert (clone / "stacks/web/compose.yaml").read_text().endswith("nginx:1.28}}\n")
     assert (clone / "README.md").read_text() == "hello\n"  # hard reset
-    assert not (clone / "stacks/web/junk.txt").exists()  # cleaned
-    assert (clone / "stacks/web/data/db.sqlite").exists()  # protected: a bind-mount source
+    # Cleaned completely: no container runs from this checkout (each stack has its own tree).
+    assert not (clone / "stacks/web/junk.txt").exists() and not (clone / "stacks/web/data").exists()
+
+
+def test_a_checkout_of_composeflux_0_1_is_migrated_once_after_the_fetch(tmp_path, remote):
+    source = source_for(tmp_path, remote.bare)
+    clone = source.sync().path
+    (clone / ".git" / "composeflux-render-checkout").unlink()  # as 0.1 left it
+    (clone / "stacks/web/data").mkdir()
+    (clone / "stacks/web/data/db.sqlite").write_text("a container's data\n")
+    seen = []
+
+    def migrate(path):
+        seen.append(sorted(p.name for p in (path / "stacks/web").iterdir()))
+        (path / "stacks/web/data/db.sqlite").rename(tmp_path / "moved.sqlite")
+
+    source.sync(migrate=migrate)
+    assert seen == [["compose.yaml", "data"]]  # handed over before anything was cleaned
+    assert (tmp_path / "moved.sqlite").exists()
+    source.sync(migrate=migrate)
+    assert len(seen) == 1  # once
+
+
+def test_fetch_for_a_dry_run_touches_no_working_tree(tmp_path, remote):
+    source = source_for(tmp_path, remote.bare)
+    clone = source.sync().path
+    before = (clone / "stacks/web/compose.yaml").read_text()
+    new = remote.commit({"stacks/web/compose.yaml": "services: {app: {image: nginx:1.29}}\n"}, "third")
+    fetched = source.fetch()
+    assert fetched.commit == new and fetched.object_ids["stacks/web/compose.yaml"] == remote.object_id("stacks/web/compose.yaml")
+    assert (clone / "stacks/web/compose.yaml").read_text() == before
 
 
 def test_a_force_pushed_older_commit_converges(tmp_path, remote):

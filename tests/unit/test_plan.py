@@ -36,10 +36,10 @@ def test_new_changed_unchanged_and_pruned():
         {"b": deployed("b", app="h2", db="old"), "c": deployed("c", app="h4"), "gone": deployed("gone", app="x")},
     )
     assert actions(plan) == [
+        ("gone", Action.PRUNE, "deleted from Git"),  # first: a renamed stack may need its port or container name
         ("a", Action.DEPLOY, "new"),
         ("b", Action.DEPLOY, "hash changed (services: db)"),
         ("c", Action.UNCHANGED, ""),
-        ("gone", Action.PRUNE, "deleted from Git"),
     ]
 
 
@@ -64,7 +64,7 @@ def test_finished_one_shot_service_counts_as_up():
 def test_remove_orphans_false_keeps_deleted_stacks_and_services():
     plan = plan_for([("a", rendered("a", app="h"))], {"a": deployed("a", app="h", old="o"), "gone": deployed("gone", app="x")},
                     remove_orphans=False)
-    assert actions(plan) == [("a", Action.UNCHANGED, ""), ("gone", Action.KEEP, "deleted from Git; kept because REMOVE_ORPHANS=false")]
+    assert actions(plan) == [("gone", Action.KEEP, "deleted from Git; kept because REMOVE_ORPHANS=false"), ("a", Action.UNCHANGED, "")]
 
 
 def test_failed_stacks_are_not_pruned():

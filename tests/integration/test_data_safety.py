@@ -1,0 +1,174 @@
+"""Data safety against the real engine: each stack runs from its own tree, files a stack uses
+change only when that stack is deployed, data next to a compose file is never deleted, and a
+dry run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import container_ids, containers, free_port, run, service_yaml
+
+pytestmark = pytest.mark.docker
+
+
+def tree(cfx, name: str) -> Path:
+    """The stack's directory in its own tree."""
+    return cfx.state / "stacks" / name / "stacks" / name
+
+
+def in_container(project: str, command: str) -> str:
+    return run("docker", "exec", containers(project)["app"].id, "sh", "-c", command).stdout
+
+
+def test_data_next_to_the_compose_file_survives_down_dry_run_prune_and_revert(cfx, repo, prefix):
+    name = f"{prefix}-db"
+    # A data directory whose name is full of glob characters (0.1 passed such names to git clean -e).
+    repo.write(f"{name}/compose.yaml", service_yaml() + "    volumes:\n      - ./data[1]!:/data\n")
+    repo.commit()
+    cfx.sync()
+    in_container(name, "echo precious > /data/db")
+    data = tree(cfx, name) / "data[1]!" / "db"
+    assert data.read_text() == "precious\n"
+
+    run("docker", "compose", "-p", name, "down", cwd="/")  # by hand, then the timer's sync
+    assert "1 deployed" in cfx.sync().stderr
+    assert data.read_text() == "precious\n" and in_container(name, "cat /data/db") == "precious\n"
+
+    repo.write(f"{name}/README", "a change elsewhere\n")
+    repo.commit()
+    cfx.sync("--dry-run")
+    assert data.read_text() == "precious\n"
+
+    commit = repo.git("rev-parse", "HEAD")
+    repo.remove(name)
+    repo.add_stack(f"{prefix}-other")  # so that the prune is not a prune of everything
+    repo.commit("remove the stack")
+    result = cfx.sync()
+    assert "1 pruned" in result.stderr and container_ids(name) == {}
+    archived = re.search(r"were moved to (\S+);", result.stderr).group(1)
+    assert Path(archived, "stacks", name, "data[1]!", "db").read_text() == "precious\n"
+
+    repo.git("revert", "--no-edit", "HEAD")
+    repo.git("push", "-q", "origin", "HEAD:main")
+    result = cfx.sync()
+    assert f"restored its earlier files (data next to the compose file) from {archived}" in result.stderr
+    assert in_container(name, "cat /data/db") == "precious\n"
+    assert commit != repo.git("rev-parse", "HEAD")
+
+
+def test_a_stack_that_fails_keeps_its_mounted_files_while_the_others_move_on(cfx, repo, prefix):
+    good, bad = f"{prefix}-good", f"{prefix}-bad"
+    mount = "    volumes:\n      - ../../shared/app.conf:/etc/app.conf:ro\n"
+    repo.write("../shared/app.conf", "version 1\n")  # outside STACK_PATH, used by both stacks
+    for name in (good, bad):
+        repo.write(f"{name}/compose.yaml", service_yaml() + mount)
+    repo.commit()
+    cfx.sync()
+    assert in_container(bad, "cat /etc/app.conf") == "version 1\n"
+
+    repo.write("../shared/app.conf", "version 2\n")
+    repo.write(f"{bad}/compose.yaml", service_yaml(environment={"X": "${NOT_SET_ANYWHERE}"}) + mount)
+    repo.commit("a new config, and a broken stack")
+    result = cfx.sync(expect=1)
+    assert "1 deployed, 0 unchanged, 0 pruned, 1 failed" in result.stderr
+    assert in_container(good, "cat /etc/app.conf") == "version 2\n"
+    # The failed stack's containers still read the file they were deployed with.
+    assert in_container(bad, "cat /etc/app.conf") == "version 1\n"
+    assert (cfx.state / "stacks" / bad / "shared" / "app.conf").read_text() == "version 1\n"
+
+
+def snapshot(root: Path) -> dict[str, object]:
+    """Every entry under root with its type, mode and content (or link target)."""
+    entries: dict[str, object] = {}
+    for directory, dirs, files in os.walk(root):
+        for item in dirs + files:
+            path = Path(directory, item)
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                entries[str(path.relative_to(root))] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(info.st_mode):
+                entries[str(path.relative_to(root))] = ("dir", stat.S_IMODE(info.st_mode))
+            else:
+                entries[str(path.relative_to(root))] = ("file", stat.S_IMODE(info.st_mode), path.read_bytes())
+    return entries
+
+
+def test_a_dry_run_changes_nothing_but_git_objects_and_the_render_cache(cfx, repo, prefix):
+    for name in ("keep", "edit", "gone"):
+        repo.write(f"{prefix}-{name}/compose.yaml", service_yaml() + "    volumes:\n      - ./conf:/conf\n")
+        repo.write(f"{prefix}-{name}/conf/setting", "old\n")
+    repo.commit()
+    cfx.sync()
+    repo.write(f"{prefix}-edit/conf/setting", "new\n")
+    repo.remove(f"{prefix}-gone")
+    repo.add_stack(f"{prefix}-new")
+    repo.commit("edit one, remove one, add one")
+    engine_before = {name: container_ids(f"{prefix}-{name}") for name in ("keep", "edit", "gone")}
+
+    def state_directory() -> dict[str, object]:
+        # Git's own objects and refs may change (the fetch), and the render cache may.
+        entries = snapshot(cfx.state)
+        return {path: entry for path, entry in entries.items() if not path.startswith("repo/.git") and path != "render-cache.json"}
+
+    before = state_directory()
+    result = cfx.sync("--dry-run")
+    assert state_directory() == before
+    assert {name: container_ids(f"{prefix}-{name}") for name in ("keep", "edit", "gone")} == engine_before
+    planned = dict(line.split()[1::-1] for line in result.stdout.splitlines())
+
+    cfx.sync()
+    done = {name: stack["action"] for name, stack in cfx.last_state()["stacks"].items()}
+    assert planned == done == {
+        f"{prefix}-keep": "unchanged", f"{prefix}-edit": "deploy", f"{prefix}-gone": "prune", f"{prefix}-new": "deploy",
+    }
+    assert in_container(f"{prefix}-edit", "cat /conf/setting") == "new\n"
+
+
+def test_a_renamed_stack_that_publishes_a_host_port_comes_up(cfx, repo, prefix):
+    port = free_port()
+    published = f'    ports: ["127.0.0.1:{port}:8080"]\n'
+    repo.write(f"{prefix}-old/compose.yaml", service_yaml() + published)
+    repo.add_stack(f"{prefix}-other")
+    repo.commit()
+    cfx.sync()
+    repo.git("mv", f"stacks/{prefix}-old", f"stacks/{prefix}-new")
+    repo.commit("rename")
+    result = cfx.sync()
+    assert "1 deployed, 1 unchanged, 1 pruned, 0 failed" in result.stderr
+    assert container_ids(f"{prefix}-old") == {} and containers(f"{prefix}-new")["app"].state == "running"
+
+
+def test_an_installation_of_0_1_moves_over_without_losing_a_file(cfx, repo, prefix):
+    name = f"{prefix}-app"
+    repo.write(f"{name}/compose.yaml", service_yaml() + "    volumes:\n      - ./data:/data\n")
+    repo.write(f"{name}/.gitignore", ".env.local\n")
+    repo.commit()
+    cfx.sync()
+    # What 0.1 left behind: one clone that the stacks ran from, holding their untracked data,
+    # no per-stack trees, and last-sync.json.
+    clone = cfx.state / "repo"
+    (clone / ".git" / "composeflux-render-checkout").unlink()
+    own = cfx.state / "stacks" / name
+    (own / "stacks" / name / "data").rename(clone / "stacks" / name / "data")
+    (clone / "stacks" / name / "data" / "db").write_text("precious\n")
+    (clone / "stacks" / name / ".env.local").write_text("TOKEN=local\n")
+    (clone / "notes.txt").write_text("the admin's notes\n")
+    run("rm", "-r", str(cfx.state / "stacks"))
+    state = json.loads((cfx.state / "state.json").read_text())
+    (cfx.state / "state.json").unlink()
+    (cfx.state / "last-sync.json").write_text(json.dumps({**state["last_sync"], "stacks": {name: {"action": "deploy", "reason": "new"}}}))
+
+    result = cfx.sync()
+    assert "Moving to per-stack working trees" in result.stderr
+    assert (tree(cfx, name) / "data" / "db").read_text() == "precious\n"
+    assert (tree(cfx, name) / ".env.local").read_text() == "TOKEN=local\n"
+    archived = re.search(r"moved notes.txt to (\S+)", result.stderr).group(1)
+    assert Path(archived).read_text() == "the admin's notes\n"
+    assert in_container(name, "cat /data/db") == "precious\n"
+    assert not (cfx.state / "last-sync.json").exists() and json.loads((cfx.state / "state.json").read_text())["version"] == 1
