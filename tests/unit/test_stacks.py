@@ -59,6 +59,20 @@ def test_stack_yml_envs_are_strings(tmp_path):
     assert load_stack_config(tmp_path / "stack.yml").envs == {"PORT": "8080", "DEBUG": "true", "EMPTY": "", "NAME": "web"}
 
 
+def test_stack_yml_envs_keep_the_text_as_written(tmp_path):
+    text = "envs:\n  VERSION: 1.10\n  MODE: 0755\n  FLAG: NO\n  WHEN: 2026-12-01\n  BIG: 1e3\n  NONE: ~\n  Q: '007'\n"
+    make(tmp_path, {"stack.yml": text})
+    assert load_stack_config(tmp_path / "stack.yml").envs == {
+        "VERSION": "1.10", "MODE": "0755", "FLAG": "NO", "WHEN": "2026-12-01", "BIG": "1e3", "NONE": "", "Q": "007",
+    }
+
+
+def test_a_long_startup_order_is_cheap(tmp_path):
+    names = [f"s{i}" for i in range(40_000)]
+    make(tmp_path, {"stack.yml": "startup_order: [" + ", ".join(names) + "]\n"})
+    assert len(load_stack_config(tmp_path / "stack.yml").startup_order) == 40_000
+
+
 def test_missing_or_empty_stack_yml_is_fine(tmp_path):
     assert load_stack_config(tmp_path / "stack.yml").startup_order == ()
     make(tmp_path, {"stack.yml": ""})
@@ -76,6 +90,8 @@ def test_missing_or_empty_stack_yml_is_fine(tmp_path):
         ("startup-order: [a]\n", "stack.yml: unknown key(s) startup-order"),
         ("- a\n- b\n", "stack.yml: expected a mapping"),
         ("envs: [unclosed\n", "stack.yml: not valid YAML"),
+        ("envs:\n  A: 1\n  B: 2\n  A: 3\n", "stack.yml: A appears more than once (line 4)"),
+        ("startup_order: [a]\nstartup_order: [b]\n", "stack.yml: startup_order appears more than once (line 2)"),
     ],
 )
 def test_invalid_stack_yml_names_file_and_key(tmp_path, text, message):
