@@ -7,8 +7,9 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from composeflux.compose import Compose, Result
+from composeflux.compose import Compose, Result, engine_unreachable
 from composeflux.deployed import COMMIT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE, SERVICE_HASH, STACK_HASH, DeployedStack
+from composeflux.errors import EngineError
 from composeflux.logs import ACTION, STACK
 from composeflux.rendered import JSON, RenderedStack
 
@@ -63,20 +64,27 @@ class Applier:
         """`docker compose up` of the project in `directory` (the stack's own tree)."""
         result = self.compose.up(name, directory, project, self.env, self.remove_orphans, self.timeout)
         self._log_output(name, "deploy", result)
-        if result.returncode != 0:
-            raise ApplyError(f"docker compose up failed: {self._last_lines(result)}")
+        self._check("up", result)
 
     def prune(self, name: str) -> None:
         result = self.compose.down(name, self.timeout)
         self._log_output(name, "prune", result)
-        if result.returncode != 0:
-            raise ApplyError(f"docker compose down failed: {self._last_lines(result)}")
+        self._check("down", result)
 
     def _log_output(self, name: str, action: str, result: Result) -> None:
         fields = {STACK: name, ACTION: action}
         for line in (result.stdout + result.stderr).splitlines():
             if line.strip():
                 log.info("%s", line.strip(), extra=fields)
+
+    def _check(self, verb: str, result: Result) -> None:
+        """ApplyError for this stack; EngineError (the sync stops, exit 8) when the engine is
+        gone, instead of failing every remaining stack one by one."""
+        if result.returncode == 0:
+            return
+        if engine_unreachable(result):
+            raise EngineError(f"the Docker engine went away: {self._last_lines(result)}")
+        raise ApplyError(f"docker compose {verb} failed: {self._last_lines(result)}")
 
     def _last_lines(self, result: Result) -> str:
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]

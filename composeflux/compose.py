@@ -7,11 +7,13 @@ The host's own environment (HOME, USER, ...) must not leak into the stacks.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,9 @@ from composeflux.rendered import JSON
 
 # What the docker CLI itself needs from our environment to find the engine and its plugins.
 PASSTHROUGH = ("PATH", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION")
+VERBS = ("config", "up", "down", "version")
+# What the docker CLI says when the engine is gone (the socket is missing or refuses).
+ENGINE_GONE = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
 UNSET_VARIABLE = re.compile(r'The \\?"(\w+)\\?" variable is not set')
 
 
@@ -72,22 +77,36 @@ class Compose:
         return self._run(["-p", project, "down", "--remove-orphans"], env={}, cwd=Path("/"), timeout=timeout)
 
     def _run(self, arguments: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float, stdin: str | None = None) -> Result:
+        """Run `docker compose` in a process group of its own, so that a timeout kills the
+        compose plugin too (the docker front-end runs it as a child, which would outlive it)."""
         command = [self.docker, "compose", *arguments]
+        verb = next((word for word in arguments if word in VERBS), "")
         try:
-            completed = subprocess.run(
+            process = subprocess.Popen(
                 command,
-                input=stdin,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env={**env, **self.base_env},
                 cwd=cwd,
-                capture_output=True,
                 text=True,
-                timeout=timeout,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            return Result(124, "", f"docker compose {arguments[-1]} did not finish within {timeout:.0f} s")
         except OSError as exc:
             raise EngineError(f"cannot run docker compose: {exc}") from None
-        return Result(completed.returncode, completed.stdout, completed.stderr)
+        try:
+            stdout, stderr = process.communicate(stdin, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            return Result(124, "", f"docker compose {verb} did not finish within {timeout:g} s (killed)")
+        return Result(process.returncode, stdout, stderr)
+
+
+def engine_unreachable(result: Result) -> bool:
+    """Whether a failed call failed because the Docker engine cannot be reached at all."""
+    return result.returncode != 0 and any(marker in result.stderr for marker in ENGINE_GONE)
 
 
 def unset_variables(stderr: str) -> list[str]:

@@ -31,6 +31,7 @@ DEFAULT_CONFIG_FILE = Path("/etc/composeflux/composeflux.conf")
 DEFAULT_STATE_DIR = Path("/var/lib/composeflux")
 DEFAULT_RUNTIME_DIR = Path("/run/composeflux")
 DEFAULT_KNOWN_HOSTS = Path("/etc/composeflux/known_hosts")
+MAX_TIMEOUT = 86400.0  # seconds: anything longer is a typo, not a plan
 DEFAULT_HTTPS_USER = "x-access-token"  # what GitHub and Gitea accept with a token
 
 CORE_KEYS = frozenset(
@@ -248,8 +249,9 @@ def load(
         https_token=token or None,
         remove_orphans=boolean(settings, "REMOVE_ORPHANS", True),
         allow_prune_all=boolean(settings, "ALLOW_PRUNE_ALL", False),
-        lock_timeout=seconds(settings, "LOCK_TIMEOUT", 600.0),
-        deploy_timeout=seconds(settings, "DEPLOY_TIMEOUT", 600.0),
+        lock_timeout=seconds(settings, "LOCK_TIMEOUT", 600.0, maximum=MAX_TIMEOUT),
+        # 0 would make every deploy time out at once.
+        deploy_timeout=seconds(settings, "DEPLOY_TIMEOUT", 600.0, allow_zero=False, maximum=MAX_TIMEOUT),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from composeflux.errors import ConfigError
@@ -28,7 +29,9 @@ def seconds(settings: Mapping[str, str], key: str, default: float, *, allow_zero
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value):  # float() also takes "nan" and "inf"
+        raise ConfigError(f"{key}: expected a number of seconds, got {raw!r}")
     if value < 0 or (value == 0 and not allow_zero) or (maximum is not None and value > maximum):
         lower = "at least 0" if allow_zero else "more than 0"
         upper = f" and at most {maximum:g}" if maximum is not None else ""

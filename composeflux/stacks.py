@@ -153,7 +153,7 @@ def load_stack_config(path: Path) -> StackConfig:
     if not path.exists():
         return StackConfig()
     try:
-        document = yaml.load(path.read_text(encoding="utf-8"), Loader=TextLoader)  # noqa: S506 (a safe loader)
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=TextLoader)
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path.name}: cannot read: {exc}") from None
     except DuplicateKey as exc:

@@ -27,7 +27,7 @@ from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, EngineState
-from composeflux.errors import ComposefluxError, ExitStatus, GitSourceError, UnsafePruneError, exit_status
+from composeflux.errors import ComposefluxError, EngineError, ExitStatus, GitSourceError, UnsafePruneError, exit_status
 from composeflux.gitsource import GitSource, deploy_key
 from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
@@ -317,6 +317,9 @@ class _Run:
             wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
             tree = trees.update(planned.name, wanted, record.tree if record else None).revision
             applier.deploy(planned.name, renderer.deploy_directory(stack), project)
+        except EngineError as exc:  # the run stops; what this stack's tree now holds is still recorded
+            self.done.append(StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=str(exc), tree=tree))
+            raise
         except (RenderError, ApplyError, GitSourceError, OSError) as exc:
             message = self.config.masker(str(exc) if not isinstance(exc, OSError) else f"cannot update its files: {exc}")
             log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})

@@ -1,6 +1,10 @@
-"""Compose's unset-variable warning, in the forms `docker compose config` prints it."""
+"""The `docker compose` boundary: Compose's unset-variable warning in the forms it prints it,
+timeouts that end the whole process group, an engine that is gone."""
 
-from composeflux.compose import unset_variables
+import time
+from pathlib import Path
+
+from composeflux.compose import Compose, Result, engine_unreachable, unset_variables
 
 PLAIN = 'The "{}" variable is not set. Defaulting to a blank string.'
 LOGFMT = 'time="2024-05-01T10:00:00Z" level=warning msg="The \\"{}\\" variable is not set. Defaulting to a blank string."'
@@ -43,3 +47,34 @@ def test_nothing_from_unrelated_lines():
     )
     assert unset_variables(stderr) == []
     assert unset_variables("") == []
+
+
+def test_a_timed_out_compose_is_killed_with_its_children(tmp_path):
+    """The docker front-end runs the compose plugin as a child: a timeout must end both."""
+    children = tmp_path / "children"
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {children}\nwait\n")
+    fake.chmod(0o755)
+    compose = Compose(environ={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+    result = compose._run(["-p", "web", "up", "--detach"], env={}, cwd=tmp_path, timeout=0.5, stdin="{}")
+    assert result.returncode == 124 and "docker compose up did not finish within 0.5 s (killed)" in result.stderr
+    child = int(children.read_text())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and "Z" not in _state(child):
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child), "the compose plugin outlived its timeout"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return "Z"
+
+
+def test_an_unreachable_engine_is_recognised():
+    gone = Result(1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
+    assert engine_unreachable(gone)
+    assert not engine_unreachable(Result(1, "", "Error response from daemon: port is already allocated"))
+    assert not engine_unreachable(Result(0, "", "Cannot connect to the Docker daemon"))

@@ -188,3 +188,16 @@ def test_failed_up_fails_that_stack_and_is_masked(cfx, repo, tmp_path):
     text = (cfx.state_dir / state.STATE_FILE).read_text()
     assert "correct-horse-battery" not in text
     assert json.loads(text)["last_sync"]["stacks"]["db"]["error"] == "docker compose up failed: Error response from daemon: bad value ***"
+
+
+def test_an_engine_gone_midway_is_exit_8_not_a_failure_of_every_stack(cfx, repo):
+    for name in ("a", "b", "c"):
+        repo.add_stack(name)
+    repo.commit()
+    cfx.compose.fail_up["b"] = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+    assert cfx() is ExitStatus.ENGINE
+    assert cfx.compose.called("up") == ["a", "b"]  # c is not even tried
+    last = cfx.state().last_sync
+    assert "the Docker engine went away" in last.summary and "already done: deployed a;" in last.summary
+    assert last.stacks["b"]["action"] == "failed" and last.stacks["c"]["action"] == "skipped"
+    assert cfx.state().stacks["b"].tree is not None  # its files did move: the next update knows from where
