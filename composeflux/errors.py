@@ -8,6 +8,7 @@ maps an exception to a status, so the CLI, the sync and the state file always ag
 from __future__ import annotations
 
 import enum
+import errno
 
 
 class ExitStatus(enum.IntEnum):
@@ -20,6 +21,7 @@ class ExitStatus(enum.IntEnum):
     UNSAFE = 6  # a prune was refused because it looked unsafe (see --allow-prune-all)
     BUSY = 7  # another sync held the lock for longer than we were willing to wait
     ENGINE = 8  # the Docker engine or Docker Compose could not be used
+    STATE = 9  # the state directory cannot be used (not writable, full, a damaged hash key or lock)
     INTERNAL = 70  # a bug in composeflux (EX_SOFTWARE)
 
 
@@ -55,6 +57,29 @@ class LockTimeoutError(ComposefluxError):
 
 class EngineError(ComposefluxError):
     status = ExitStatus.ENGINE
+
+
+class StateError(ComposefluxError):
+    """The state directory, or a file in it that cannot simply be rebuilt, is unusable. The
+    message names the path and says what to do."""
+
+    status = ExitStatus.STATE
+
+
+def state_error(path: object, exc: OSError) -> StateError:
+    """A StateError for an OSError on `path`, with the usual causes spelled out."""
+    hints = {
+        errno.ENOSPC: "the file system is full",
+        errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied (run as the composeflux user, or fix the owner)",
+        errno.EPERM: "permission denied (run as the composeflux user, or fix the owner)",
+        errno.ELOOP: "it is a symbolic link, which composeflux does not follow here",
+        errno.EISDIR: "it is a directory",
+        errno.ENOTDIR: "a parent of it is not a directory",
+        errno.EEXIST: "it, or a parent of it, exists and is not a directory",
+    }
+    return StateError(f"{path}: {hints.get(exc.errno or 0, exc.strerror or str(exc))}")
 
 
 def exit_status(error: BaseException) -> ExitStatus:

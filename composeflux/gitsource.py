@@ -26,7 +26,7 @@ import git
 
 from composeflux.checkout import Checkout
 from composeflux.config import DEFAULT_HTTPS_USER, Config
-from composeflux.errors import GitSourceError
+from composeflux.errors import GitSourceError, StateError
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,23 @@ def git_environment(config: Config, ssh_key: Path | None) -> dict[str, str]:
     return env
 
 
+# What git says when it cannot write (never a reason to rebuild the clone: that would fail too).
+FILE_SYSTEM_ERRORS = (
+    ("No space left on device", "the file system is full"),
+    ("Out of diskspace", "the file system is full"),
+    ("Disk quota exceeded", "the disk quota is used up"),
+    ("Read-only file system", "the file system is read-only"),
+)
+
+
+def _raise_if_full(exc: git.GitCommandError, config: Config) -> None:
+    """A full or read-only file system is the state directory's problem, not Git's (exit 9)."""
+    text = str(exc.stderr or "")
+    for marker, why in FILE_SYSTEM_ERRORS:
+        if marker in text:
+            raise StateError(f"{config.clone_path}: {why} (git: {_first_line(exc, config)})") from None
+
+
 def _first_line(exc: git.GitCommandError, config: Config) -> str:
     """The useful part of git's stderr, masked."""
     text = (exc.stderr or str(exc)).strip().replace("stderr: ", "")
@@ -115,13 +132,17 @@ class GitSource:
         the fetch succeeded), which moves the files that are not Git's out of it.
         """
         path = self.config.clone_path
-        if not (path / ".git").exists():
+        if not os.path.lexists(path / ".git"):
             self._check_empty(path)
             return self._clone(checkout=True)
+        self._check_own_clone(path)
         try:
             return self._update(git.Repo(path), migrate)
         except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
-            # Either the remote is unreachable (then nothing must change) or our clone is broken.
+            # A full disk (rebuilding would only make it worse), an unreachable remote (then
+            # nothing must change), or our clone is broken.
+            if isinstance(exc, git.GitCommandError):
+                _raise_if_full(exc, self.config)
             self._check_remote()
             log.warning("The clone at %s could not be updated (%s); re-initialising it", path, _describe(exc, self.config))
             return self._reinitialise(migrate)
@@ -130,20 +151,34 @@ class GitSource:
         """Fetch origin/<branch> without touching any working tree (for a dry run), and describe
         that commit; `path` is the clone, whose files are not those of the commit."""
         path = self.config.clone_path
-        if not (path / ".git").exists():
+        if not os.path.lexists(path / ".git"):
             self._check_empty(path)
             return self._clone(checkout=False)
+        self._check_own_clone(path)
         try:
             repo = git.Repo(path)
             with repo.git.custom_environment(**self.env):
                 self._fetch(repo)
                 return self._checkout_at(repo, f"refs/remotes/origin/{self.config.branch}")
         except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
+            if isinstance(exc, git.GitCommandError):
+                _raise_if_full(exc, self.config)
             self._check_remote()
             raise GitSourceError(f"the clone at {path} cannot be used ({_describe(exc, self.config)}); a real sync rebuilds it") from None
 
     @staticmethod
+    def _check_own_clone(path: Path) -> None:
+        git_dir = path / ".git"
+        if git_dir.is_symlink() or not git_dir.is_dir():
+            raise GitSourceError(
+                f"{git_dir} is not a directory (a link to another repository, a worktree?): {path} is not a clone "
+                "composeflux made; move it away or choose another GIT_CLONE_PATH"
+            )
+
+    @staticmethod
     def _check_empty(path: Path) -> None:
+        if path.exists() and not path.is_dir():
+            raise GitSourceError(f"GIT_CLONE_PATH {path} exists and is not a directory; move it away or choose another GIT_CLONE_PATH")
         if path.exists() and any(path.iterdir()):
             raise GitSourceError(
                 f"GIT_CLONE_PATH {path} exists, is not empty and is not a composeflux clone; "
@@ -171,6 +206,7 @@ class GitSource:
                 path.rmdir()  # empty, checked by the caller
             temporary.rename(path)
         except git.GitCommandError as exc:
+            _raise_if_full(exc, self.config)
             raise GitSourceError(
                 f"cannot clone branch {self.config.branch} of {self.config.repo_url}: {_first_line(exc, self.config)}"
             ) from None
@@ -235,6 +271,7 @@ class GitSource:
                 repo.git.remote("add", "origin", self.config.repo_url)
             return self._update(repo, migrate)
         except git.GitCommandError as exc:
+            _raise_if_full(exc, self.config)
             raise GitSourceError(f"cannot rebuild the clone at {path}: {_first_line(exc, self.config)}") from None
 
     def _checkout_at(self, repo: git.Repo, revision: str) -> Checkout:

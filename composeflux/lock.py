@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from composeflux.errors import LockTimeoutError
+from composeflux.errors import LockTimeoutError, state_error
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,12 @@ POLL_SECONDS = 0.2
 def sync_lock(state_dir: Path, timeout: float, record_pid: bool = True) -> Iterator[None]:
     """Hold the state directory's lock. `record_pid`: write our pid into the lock file for
     those who wait (a dry run does not: it changes nothing in the state directory)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    path = state_dir / LOCK_FILE
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise state_error(path, exc) from None
     try:
         deadline = time.monotonic() + timeout
         waiting = False

@@ -18,15 +18,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets as random
+import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from composeflux.checkout import Checkout
 from composeflux.compose import Compose, unset_variables
+from composeflux.errors import StateError, state_error
 from composeflux.rendered import JSON, RenderedStack, StackHashes
 from composeflux.stacks import Stack
+
+log = logging.getLogger(__name__)
 
 HASH_KEY_FILE = "hash.key"
 
@@ -39,16 +44,47 @@ def load_hash_key(state_dir: Path) -> bytes:
     """The per-host HMAC key, created on first use."""
     path = state_dir / HASH_KEY_FILE
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return _read_hash_key(path)
     except FileNotFoundError:
         pass
-    state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise state_error(path, exc) from None
     key = random.token_bytes(32)
     temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
-    os.replace(temporary, path)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise state_error(path, exc) from None
+    return key
+
+
+def _read_hash_key(path: Path) -> bytes:
+    """The key, from a regular file that only its owner may read (fixed with a warning)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise StateError(f"{path}: not a regular file; move it away (a new key makes every stack redeploy once)")
+        if info.st_mode & 0o077:
+            os.fchmod(handle.fileno(), 0o600)
+            log.warning("%s was readable by others (mode %04o); now 0600", path, stat.S_IMODE(info.st_mode))
+        text = handle.read(200).decode("ascii", errors="replace").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) < 16:
+        raise StateError(
+            f"{path} is damaged (not a hex key of at least 16 bytes); remove it and composeflux makes a new one, "
+            "with which every stack is redeployed once"
+        )
     return key
 
 

@@ -67,12 +67,17 @@ class RenderCache:
             }
 
     def save(self) -> None:
-        """Keep the entries seen in this sync (stacks deleted from Git drop out)."""
+        """Keep the entries seen in this sync (stacks deleted from Git drop out). A cache that
+        cannot be written only costs renders next time: a warning, not a failed sync."""
         temporary = self.path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.fresh, handle, sort_keys=True)
-        os.replace(temporary, self.path)
+        try:
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.fresh, handle, sort_keys=True)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            temporary.unlink(missing_ok=True)
+            log.warning("Cannot write the render cache %s (%s); the next sync renders every stack", self.path, exc.strerror)
 
     def _key(self, stack: Stack, dependencies: list[str]) -> str | None:
         try:

@@ -27,7 +27,7 @@ from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, EngineState
-from composeflux.errors import ComposefluxError, EngineError, ExitStatus, GitSourceError, UnsafePruneError, exit_status
+from composeflux.errors import ComposefluxError, EngineError, ExitStatus, GitSourceError, UnsafePruneError, exit_status, state_error
 from composeflux.gitsource import GitSource, deploy_key
 from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
@@ -80,8 +80,9 @@ def run(
             # A dry run only reads the state; a real sync sets a damaged file aside.
             previous = state.read(config.state_dir) if options.dry_run else state.load(config.state_dir)
             outcome = _Run(config, options, tools, notify, commit_field or CommitField(), previous).outcome()
-            if not options.dry_run:
-                _save_state(config, previous, outcome)
+            if not options.dry_run and not _save_state(config, previous, outcome) and outcome.status < ExitStatus.USAGE:
+                # The sync itself went well, but nothing records it: say so with the status.
+                outcome = dataclasses.replace(outcome, status=ExitStatus.STATE)
     except ComposefluxError as exc:  # the lock: another sync is running; this one did nothing
         message = config.masker(str(exc))
         log.error("Sync not started: %s", message)
@@ -111,11 +112,13 @@ def _drain_trigger_requests(config: Config) -> None:
         log.debug("This sync answers %d trigger request(s)", drained)
 
 
-def _save_state(config: Config, previous: state.State, outcome: SyncOutcome) -> None:
+def _save_state(config: Config, previous: state.State, outcome: SyncOutcome) -> bool:
     try:
         state.save(config.state_dir, state.record(previous, outcome, branch=config.branch, repository=config.repo_url))
     except OSError as exc:
-        log.error("Cannot record this sync in %s: %s", config.state_dir / state.STATE_FILE, exc.strerror or exc)
+        log.error("Cannot record this sync: %s", state_error(config.state_dir / state.STATE_FILE, exc))
+        return False
+    return True
 
 
 def _report(outcome: SyncOutcome, config: Config, notify: Notifier, out: TextIO) -> None:

@@ -172,3 +172,54 @@ def test_an_installation_of_0_1_moves_over_without_losing_a_file(cfx, repo, pref
     assert Path(archived).read_text() == "the admin's notes\n"
     assert in_container(name, "cat /data/db") == "precious\n"
     assert not (cfx.state / "last-sync.json").exists() and json.loads((cfx.state / "state.json").read_text())["version"] == 1
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system of `directory` to the last byte."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 65536)
+    except OSError:
+        pass
+    try:
+        while True:
+            os.write(fd, b"\0")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_state_file_system_is_exit_9_and_leaves_no_half_written_file(cfx, repo, prefix):
+    name = f"{prefix}-web"
+    cfx.state.mkdir()
+    run("mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(cfx.state))
+    try:
+        repo.add_stack(name)
+        repo.commit()
+        cfx.sync()
+        before = (cfx.state / "state.json").read_text()
+        filler = fill(cfx.state)
+
+        result = cfx.sync(expect=9)  # nothing new in Git, but the sync cannot be recorded
+        assert "the file system is full" in result.stderr and "Traceback" not in result.stderr
+        assert "re-initialising" not in result.stderr  # a full disk is no reason to rebuild the clone
+        assert (cfx.state / "state.json").read_text() == before
+        assert not [p.name for p in cfx.state.iterdir() if p.name.endswith(".tmp")]
+
+        repo.add_stack(name, environment={"CHANGED": "yes"})
+        repo.commit()
+        result = cfx.sync(expect=9)  # the fetch itself needs room
+        assert "full" in result.stderr and "Traceback" not in result.stderr
+        assert (cfx.state / "state.json").read_text() == before
+        status = run("/usr/bin/python3", "-m", "composeflux", "--config", str(cfx.config_file), "status", env=cfx.env, check=False)
+        assert "result: ok" in status.stdout  # the last sync that was recorded
+
+        filler.unlink()
+        assert "1 deployed" in cfx.sync().stderr
+        assert "CHANGED=yes" in containers(name)["app"].env
+    finally:
+        run("umount", "-l", str(cfx.state), check=False)
