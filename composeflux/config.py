@@ -22,8 +22,8 @@ from pathlib import Path, PurePosixPath
 from composeflux import secrets
 from composeflux.envfile import parse_env_text
 from composeflux.errors import ConfigError
-from composeflux.masking import Masker
-from composeflux.settings import boolean, choice, seconds
+from composeflux.masking import MIN_MASKED_LENGTH, Masker
+from composeflux.settings import boolean, choice, integer, seconds
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ CORE_KEYS = frozenset(
         "LOG_LEVEL",
         "LOG_FORMAT",
         "TRIGGER_DIR",
+        "MASK_MIN_LENGTH",
     }
 )
 
@@ -234,7 +235,12 @@ def load(
     https_username = settings.get("GIT_USERNAME", "").strip() or url_user
     trigger_raw = settings.get("TRIGGER_DIR", "").strip()
     credentials = _credentials(settings, token, https_username, url_password)
-    masker = Masker(credentials)
+    masker = Masker(credentials, min_length=integer(settings, "MASK_MIN_LENGTH", MIN_MASKED_LENGTH, minimum=1, maximum=64))
+    named = {key: settings.get(key, "").strip() for key in secrets.credential_keys() | {"GIT_TOKEN"}}
+    named["the password in GIT_REPO_URL"] = url_password or ""
+    for name, value in sorted(named.items()):
+        if masker.too_short(value):
+            log.warning("%s is shorter than MASK_MIN_LENGTH (%d characters): used, but not masked", name, masker.min_length)
 
     config = Config(
         repo_url=repo_url,

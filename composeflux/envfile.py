@@ -48,8 +48,9 @@ def parse_env_text(text: str, source_name: str) -> dict[str, str]:
             raise ValueError(f"{source_name}:{lineno}: expected KEY=VALUE")
         name = name.strip()
         if not is_valid_name(name):
+            # Not quoted either: a pasted base64 secret ends in "=" and would be taken for a name.
             raise ValueError(
-                f"{source_name}:{lineno}: invalid variable name {name[:64]!r} "
+                f"{source_name}:{lineno}: invalid variable name before the = "
                 "(letters, digits and _, not starting with a digit)"
             )
         rest = rest.lstrip()

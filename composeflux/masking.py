@@ -7,9 +7,10 @@ filter), `docker compose` output, HTTP client and command errors, git errors, th
 the dry-run plan and sd_notify STATUS.
 
 A value is masked as written and in the escaped forms it takes when a tool quotes it: JSON
-(`"a\\"b"`, also ASCII-only), Python's repr, URL encoding (a password inside a URL) and shell
-quoting. Values shorter than MIN_MASKED_LENGTH are not masked (they would replace ordinary
-words all over the log); composeflux.conf(5) says so.
+(`"a\\"b"`, also ASCII-only), Go's %q (Docker and Compose quote that way), Python's repr, URL
+encoding (a password inside a URL) and shell quoting. Values shorter than the minimum length
+(MASK_MIN_LENGTH, default 6) are used but not masked, since they would replace ordinary words
+all over the log; the sync warns about each such secret by name.
 """
 
 from __future__ import annotations
@@ -21,43 +22,67 @@ import urllib.parse
 from collections.abc import Iterable
 
 MASK = "***"
-MIN_MASKED_LENGTH = 4
+MIN_MASKED_LENGTH = 6
+GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v", "\\": "\\\\", '"': '\\"'}
 
 
-def escaped_forms(value: str) -> set[str]:
+def go_quoted(value: str) -> str:
+    """The inside of Go's strconv.Quote / %q: printable characters as they are."""
+    out = []
+    for char in value:
+        if char in GO_ESCAPES:
+            out.append(GO_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return "".join(out)
+
+
+def escaped_forms(value: str, min_length: int = MIN_MASKED_LENGTH) -> set[str]:
     """The value itself and each way a tool might have escaped it on its way into a message."""
     forms = {
         value,
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
+        go_quoted(value),
         repr(value)[1:-1],
         urllib.parse.quote(value, safe=""),
         urllib.parse.quote_plus(value, safe=""),
         urllib.parse.quote(value),
         shlex.quote(value),
     }
-    return {form for form in forms if len(form) >= MIN_MASKED_LENGTH}
+    return {form for form in forms if len(form) >= min_length}
 
 
 class Masker(logging.Filter):
     """Replaces known secret values with *** in log records and in any text it is given."""
 
-    def __init__(self, values: Iterable[str] = ()) -> None:
+    def __init__(self, values: Iterable[str] = (), min_length: int = MIN_MASKED_LENGTH) -> None:
         super().__init__()
+        self.min_length = min_length
         self._values: set[str] = set()
         self._forms: list[str] = []
         self.add(values)
 
     def add(self, values: Iterable[str | None]) -> None:
-        new = {v for v in values if isinstance(v, str) and len(v) >= MIN_MASKED_LENGTH} - self._values
+        new = {v for v in values if isinstance(v, str) and len(v) >= self.min_length} - self._values
         if not new:
             return
         self._values |= new
         forms = set(self._forms)
         for value in new:
-            forms |= escaped_forms(value)
+            forms |= escaped_forms(value, self.min_length)
         # Longest first, so a secret that contains another one is masked whole.
         self._forms = sorted(forms, key=len, reverse=True)
+
+    def too_short(self, value: str) -> bool:
+        """Whether this (non-empty) value is too short to be masked."""
+        return 0 < len(value) < self.min_length
 
     def __contains__(self, value: object) -> bool:
         return value in self._values

@@ -45,3 +45,16 @@ def choice(settings: Mapping[str, str], key: str, choices: tuple[str, ...], defa
         if raw.lower() == option.lower():
             return option
     raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {raw!r}")
+
+
+def integer(settings: Mapping[str, str], key: str, default: int, minimum: int, maximum: int) -> int:
+    raw = settings.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}: expected a whole number, got {raw!r}") from None
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{key}: must be from {minimum} to {maximum}")
+    return value

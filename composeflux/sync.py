@@ -197,6 +197,12 @@ class _Run:
         secret_values = provider.fetch()
         config.masker.add(secret_values.values())
         log.info("Secrets provider %s returned %d value(s)", provider.name, len(secret_values))
+        short = sorted(name for name, value in secret_values.items() if config.masker.too_short(value))
+        if short:
+            log.warning(
+                "Secret(s) %s shorter than MASK_MIN_LENGTH (%d characters): used, but not masked in the log",
+                ", ".join(short), config.masker.min_length,
+            )
 
         compose_version = tools.compose.version()
         engine = tools.read_engine(config.instance_id)

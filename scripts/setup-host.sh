@@ -33,9 +33,9 @@ RUNTIME_PACKAGES=$(runtime_packages "$here/packaging/debian/control")
 [ -n "$RUNTIME_PACKAGES" ] || { echo "setup: no Depends: found in packaging/debian/control" >&2; exit 1; }
 # Not dependencies of the package, only for this host, the demo and the test suite: docker.io (of
 # the Docker engines the package accepts, the one Debian ships), sshd and busybox for the test
-# servers and the local test image, CA certificates, pytest and its timeout plugin (a hung test
-# fails instead of hanging CI: pyproject.toml sets the limit).
-TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout"
+# servers and the local test image, CA certificates, pytest, its timeout plugin (a hung test
+# fails instead of hanging CI: pyproject.toml sets the limit) and xdist (the fast lane on every core).
+TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout python3-pytest-xdist"
 PACKAGES="$RUNTIME_PACKAGES $TEST_PACKAGES"
 
 # --list prints the packages it would make sure are installed, each after where it comes from

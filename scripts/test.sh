@@ -10,8 +10,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 if [ "${1:-}" = "--fast" ]; then
     shift
-    # Debian's interpreter: it has the python3-* libraries the package depends on.
-    exec /usr/bin/python3 -m pytest -p no:cacheprovider -q "$@" tests/unit tests/test_*.py
+    # Debian's interpreter: it has the python3-* libraries the package depends on. With
+    # python3-pytest-xdist, one worker per core: the lane is bound by git and python start-ups.
+    parallel=""
+    /usr/bin/python3 -c 'import xdist' 2>/dev/null && parallel="-n $(nproc)"
+    # shellcheck disable=SC2086
+    exec /usr/bin/python3 -m pytest -p no:cacheprovider -q $parallel "$@" tests/unit tests/test_*.py
 fi
 "$here/scripts/setup-host.sh"
 for extra in "$here"/tests/*/setup.sh; do

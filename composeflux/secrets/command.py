@@ -116,9 +116,10 @@ class CommandProvider(SecretsProvider):
             return {}, "SECRETS_COMMAND output: invalid JSON"
         if not isinstance(data, dict):
             return {}, "SECRETS_COMMAND output: the JSON is not an object"
-        for name, value in data.items():
+        for number, (name, value) in enumerate(data.items(), start=1):
             if not is_valid_name(name):
-                return {}, f"SECRETS_COMMAND output: invalid variable name {name[:64]!r}"
+                # The key itself is not quoted: it might be a value that landed there.
+                return {}, f"SECRETS_COMMAND output: key number {number} of the JSON object is not a valid variable name"
             if not isinstance(value, str):
                 return {}, f"SECRETS_COMMAND output: the value of {name} is not a string"
         return data, None

@@ -32,8 +32,9 @@ def test_last_assignment_wins_and_crlf():
     "text, message",
     [
         ("A=1\nhunter2\n", "t:2: expected KEY=VALUE"),
-        ("1A=hunter2\n", "t:1: invalid variable name '1A'"),
-        ("A-B=hunter2\n", "t:1: invalid variable name 'A-B'"),
+        ("1A=hunter2\n", "t:1: invalid variable name before the ="),
+        ("A-B=hunter2\n", "t:1: invalid variable name before the ="),
+        ("hunter2/base64+secret==\n", "t:1: invalid variable name before the ="),  # a pasted secret, no name
         ("A='hunter2\n", "t:1: unterminated ' quote"),
         ('A="hunter2"x\n', "t:1: unexpected text after the closing quote"),
         ('A="hunter2" # comment\n', "t:1: unexpected text after the closing quote"),

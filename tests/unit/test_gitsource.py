@@ -155,14 +155,21 @@ def test_git_reads_the_header_from_the_environment(tmp_path):
 
 
 def test_credentials_in_the_url_are_split_off_and_known_to_the_masker(tmp_path):
-    cfg = load(tmp_path, "https://bot:p%40ss@host/repo.git")
+    cfg = load(tmp_path, "https://bot:p%40ss-w0rd@host/repo.git")
     assert cfg.repo_url == "https://host/repo.git"
-    assert cfg.https_username == "bot" and cfg.https_token == "p@ss"
-    header_value = base64.b64encode(b"bot:p@ss").decode()
-    assert {"p@ss", "p%40ss", header_value} <= cfg.credentials
+    assert cfg.https_username == "bot" and cfg.https_token == "p@ss-w0rd"
+    header_value = base64.b64encode(b"bot:p@ss-w0rd").decode()
+    assert {"p@ss-w0rd", "p%40ss-w0rd", header_value} <= cfg.credentials
     assert headers(git_environment(cfg, None)) == [f"Authorization: Basic {header_value}"]
-    masked = cfg.masker(f"fatal: https://bot:p%40ss@host/repo.git: p@ss; Authorization: Basic {header_value}")
-    assert "p@ss" not in masked and "p%40ss" not in masked and header_value not in masked
+    masked = cfg.masker(f"fatal: https://bot:p%40ss-w0rd@host/repo.git: p@ss-w0rd; Authorization: Basic {header_value}")
+    assert "p@ss-w0rd" not in masked and "p%40ss-w0rd" not in masked and header_value not in masked
+
+
+def test_a_credential_too_short_to_mask_is_used_with_a_warning_naming_its_key(tmp_path, caplog):
+    cfg = load(tmp_path, "https://bot:p%40ss@host/repo.git")
+    assert cfg.https_token == "p@ss" and "p@ss" in cfg.credentials
+    assert "the password in GIT_REPO_URL is shorter than MASK_MIN_LENGTH (6 characters): used, but not masked" in caplog.text
+    assert "p@ss" not in caplog.text
 
 
 # -- real clones and updates of a local repository ------------------------------------------------

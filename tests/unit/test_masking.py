@@ -34,9 +34,16 @@ def test_every_escaped_form_is_masked(form):
 
 
 def test_longest_value_first_and_short_values_left_alone():
-    masker = Masker(["abcd", "abcdefgh", "x" * (MIN_MASKED_LENGTH - 1)])
+    masker = Masker(["abcd", "abcdefgh", "xxx"], min_length=4)
     assert masker("abcdefgh abcd xxx") == "*** *** xxx"
     assert "abcd" in masker and "xxx" not in masker
+
+
+def test_the_default_minimum_is_six_characters():
+    assert MIN_MASKED_LENGTH == 6
+    masker = Masker(["12345", "123456"])
+    assert masker("12345 123456") == "12345 ***"
+    assert masker.too_short("12345") and not masker.too_short("123456") and not masker.too_short("")
 
 
 def test_values_added_later_are_masked_too():
@@ -44,3 +51,11 @@ def test_values_added_later_are_masked_too():
     assert masker("token t0k3n-value") == "token t0k3n-value"
     masker.add(["t0k3n-value", None])
     assert masker("token t0k3n-value") == "token ***"
+
+
+def test_gos_quoting_is_masked_too():
+    """Docker and Compose print values with Go's %q: control characters as \\t, \\x01, \\u2028."""
+    secret = 'tab\there\x01"q\u2028z'
+    go_form = '"tab\\there\\x01\\"q\\u2028z"'  # what fmt.Sprintf("%q", secret) prints
+    shown = Masker([secret])(f"invalid value {go_form} for X")
+    assert shown == 'invalid value "***" for X'

@@ -201,3 +201,16 @@ def test_an_engine_gone_midway_is_exit_8_not_a_failure_of_every_stack(cfx, repo)
     assert "the Docker engine went away" in last.summary and "already done: deployed a;" in last.summary
     assert last.stacks["b"]["action"] == "failed" and last.stacks["c"]["action"] == "skipped"
     assert cfx.state().stacks["b"].tree is not None  # its files did move: the next update knows from where
+
+
+def test_a_secret_too_short_to_mask_is_used_and_named_once(cfx, repo, tmp_path, caplog):
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text("PIN=4711\nPASSWORD=long-enough-value\n")
+    os.chmod(secrets_file, 0o600)
+    repo.write("db/compose.yaml", service_yaml(environment={"PIN": "${PIN}", "PW": "${PASSWORD}"}))
+    repo.commit()
+    assert cfx(SECRETS_PROVIDER="file", SECRETS_FILE=str(secrets_file)) is ExitStatus.OK
+    warnings = [r.getMessage() for r in caplog.records if "shorter than MASK_MIN_LENGTH" in r.getMessage()]
+    assert warnings == ["Secret(s) PIN shorter than MASK_MIN_LENGTH (6 characters): used, but not masked in the log"]
+    environment = cfx.compose.projects["db"]["services"]["app"]["environment"]
+    assert environment == {"PIN": "4711", "PW": "long-enough-value"}
