@@ -12,6 +12,7 @@ class Checkout:
     commit: str
     subject: str
     object_ids: dict[str, str]  # repository-relative path -> Git blob/tree id at HEAD
+    submodules: frozenset[str] = frozenset()  # repository-relative paths of Git submodules (gitlinks)
 
     @property
     def short_commit(self) -> str:

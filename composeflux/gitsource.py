@@ -276,26 +276,33 @@ class GitSource:
 
     def _checkout_at(self, repo: git.Repo, revision: str) -> Checkout:
         commit = repo.commit(revision)
+        ids, submodules = _object_ids(repo, commit.hexsha)
         if repo.working_tree_dir is None:  # only a bare repository has none; the clone never is one
             raise GitSourceError(f"{repo.git_dir} is a bare repository, not a clone with a working tree")
         return Checkout(
             path=Path(repo.working_tree_dir).resolve(),
             commit=commit.hexsha,
             subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(errors="replace"),
-            object_ids=_object_ids(repo, commit.hexsha),
+            object_ids=ids,
+            submodules=submodules,
         )
 
 
-def _object_ids(repo: git.Repo, commit: str) -> dict[str, str]:
-    """Every tracked path (files and directories) of a commit with its Git object id: a free content hash."""
+def _object_ids(repo: git.Repo, commit: str) -> tuple[dict[str, str], frozenset[str]]:
+    """Every tracked path (files and directories) of a commit with its Git object id (a free
+    content hash), and the paths that are submodules."""
     listing = repo.git.ls_tree("-r", "-t", "-z", "--full-tree", commit)
     ids: dict[str, str] = {}
+    submodules = set()
     for entry in listing.split("\0"):
         if entry:
             meta, _, name = entry.partition("\t")
-            ids[name] = meta.split()[2]
+            mode, kind, object_id = meta.split()
+            ids[name] = object_id
+            if kind == "commit":
+                submodules.add(name)
     ids["."] = repo.commit(commit).tree.hexsha
-    return ids
+    return ids, frozenset(submodules)
 
 
 def _describe(exc: Exception, config: Config) -> str:

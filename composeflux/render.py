@@ -28,6 +28,7 @@ from pathlib import Path
 from composeflux.checkout import Checkout
 from composeflux.compose import Compose, unset_variables
 from composeflux.errors import StateError, state_error
+from composeflux.inputs import UnknownInputs, render_inputs
 from composeflux.rendered import JSON, RenderedStack, StackHashes
 from composeflux.stacks import Stack
 
@@ -120,6 +121,7 @@ class Renderer:
     # -- rendering -----------------------------------------------------------------------------
 
     def render(self, stack: Stack) -> RenderedStack:
+        self._check_inputs(stack)
         result = self.compose.config(stack.name, stack.directory, stack.compose_files, self.env)
         if result.returncode != 0:
             raise RenderError(f"docker compose config failed: {self.mask(_compose_error(result.stderr))}")
@@ -137,6 +139,25 @@ class Renderer:
             return self._hash(stack, project, self.root)
         tree = self.tree_root(stack.name)
         return self._hash(stack, relocate(project, self.root, tree), tree)
+
+    def _check_inputs(self, stack: Stack) -> None:
+        """Refuse a stack whose compose files would make Compose read a file from outside the
+        repository (an `env_file: /etc/shadow`, an include through a symlink out of the checkout)
+        or from the stack's own tree, before Compose reads it. The message does not quote the
+        path: it might itself be sensitive. Paths built from variables cannot be followed here;
+        Compose reads those as they are."""
+        try:
+            inputs = render_inputs(stack)
+        except UnknownInputs:
+            return
+        allowed = [self.root] + ([self.tree_root(stack.name).resolve()] if self.tree_root else [])
+        for path in inputs:
+            real = Path(os.path.realpath(path))
+            if not any(real == root or real.is_relative_to(root) for root in allowed):
+                raise RenderError(
+                    "a file its compose files read (an include, extends, env_file or .env) lies outside the repository; "
+                    "composeflux reads only files from Git and from the stack's own directory"
+                )
 
     def deploy_directory(self, stack: Stack) -> Path:
         """The project directory `docker compose up` runs in: the stack's directory in its tree."""
@@ -179,12 +200,20 @@ class Renderer:
                 if file:
                     paths.append(file)
         files = {}
+        ids = self.checkout.object_ids
         for path in paths:
             relative = self.relative_path(Path(path), base)
+            if relative is None:
+                continue
             # Untracked paths (runtime data a container writes into the checkout) are not hashed:
             # they would redeploy the stack on every sync.
-            if relative is not None and relative in self.checkout.object_ids:
-                files[relative] = self.checkout.object_ids[relative]
+            if relative in ids:
+                files[relative] = ids[relative]
+            # Behind a tracked symlink (the path itself, or a directory on the way), what counts is
+            # the target's content: editing it must redeploy, and the stack's tree needs it too.
+            target = self.relative_path(Path(os.path.realpath(self.root / relative)))
+            if target is not None and target != relative and target in ids:
+                files[target] = ids[target]
         return files
 
     def relative_path(self, path: Path, base: Path | None = None) -> str | None:

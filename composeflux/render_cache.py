@@ -16,9 +16,8 @@ import logging
 import os
 from pathlib import Path
 
-import yaml
-
 from composeflux import __version__
+from composeflux.inputs import UnknownInputs, render_inputs
 from composeflux.render import Renderer
 from composeflux.rendered import JSON, StackHashes
 from composeflux.stacks import Stack
@@ -26,11 +25,6 @@ from composeflux.stacks import Stack
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "render-cache.json"
-SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class Uncacheable(Exception):
-    """The render inputs cannot be listed with certainty (e.g. a path built from a variable)."""
 
 
 class RenderCache:
@@ -81,8 +75,8 @@ class RenderCache:
 
     def _key(self, stack: Stack, dependencies: list[str]) -> str | None:
         try:
-            inputs = _render_inputs(stack)
-        except Uncacheable as why:
+            inputs = render_inputs(stack)
+        except UnknownInputs as why:
             log.debug("%s: not cached: %s", stack.name, why)
             return None
         checkout = self.renderer.checkout
@@ -113,49 +107,7 @@ class RenderCache:
         except FileNotFoundError:
             return "missing"
         except OSError as exc:
-            raise Uncacheable(f"cannot read {path}: {exc}") from None
-
-
-def _render_inputs(stack: Stack) -> list[Path]:
-    """Every file `docker compose config` reads for this stack, found by following the
-    compose files' include, extends and env_file references (paths only, no semantics)."""
-    inputs: list[Path] = [stack.directory / ".env"]
-    pending = list(stack.compose_files)
-    seen: set[Path] = set()
-    while pending:
-        file = pending.pop()
-        if file in seen:
-            continue
-        seen.add(file)
-        inputs.append(file)
-        try:
-            document = yaml.load(file.read_text(encoding="utf-8"), Loader=SafeLoader) or {}
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise Uncacheable(f"{file.name}: {exc}") from None
-        if not isinstance(document, dict):
-            raise Uncacheable(f"{file.name}: not a mapping")
-        base = file.parent
-        for entry in _as_list(document.get("include")):
-            paths = entry if isinstance(entry, str) else entry.get("path") if isinstance(entry, dict) else None
-            for path in _as_list(paths):
-                included = _resolve(base, path)
-                pending.append(included)
-                inputs.append(included.parent / ".env")
-            if isinstance(entry, dict):
-                inputs += [_resolve(base, p) for p in _as_list(entry.get("env_file"))]
-        services = document.get("services") or {}
-        if not isinstance(services, dict):
-            raise Uncacheable(f"{file.name}: services is not a mapping")
-        for service in services.values():
-            if not isinstance(service, dict):
-                continue
-            extends = service.get("extends")
-            if isinstance(extends, dict) and extends.get("file"):
-                pending.append(_resolve(base, extends["file"]))
-            for env_file in _as_list(service.get("env_file")):
-                path = env_file.get("path") if isinstance(env_file, dict) else env_file
-                inputs.append(_resolve(base, path))
-    return inputs
+            raise UnknownInputs(f"cannot read {path}: {exc}") from None
 
 
 def _well_formed(entry: JSON) -> dict[str, JSON] | None:
@@ -174,15 +126,3 @@ def _well_formed(entry: JSON) -> dict[str, JSON] | None:
         and strings(entry.get("dependencies"))
     )
     return entry if well_formed else None
-
-
-def _as_list(value: JSON) -> list[JSON]:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
-
-
-def _resolve(base: Path, path: JSON) -> Path:
-    if not isinstance(path, str) or "$" in path or "://" in path:
-        raise Uncacheable(f"reference {path!r} cannot be followed without Compose")
-    return Path(os.path.normpath(base / os.path.expanduser(path)))

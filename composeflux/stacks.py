@@ -16,7 +16,8 @@ import collections
 import dataclasses
 import logging
 import re
-from pathlib import Path
+from collections.abc import Collection
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -68,15 +69,27 @@ class Discovery:
         return first + rest
 
 
-def discover(checkout: Path, stack_path: Path, config_file_name: str) -> Discovery:
-    """Find the stacks under checkout/stack_path. Raises ConfigError for a broken stack.yml."""
+def discover(checkout: Path, stack_path: Path, config_file_name: str, submodules: Collection[str] = ()) -> Discovery:
+    """Find the stacks under checkout/stack_path. Raises ConfigError for a broken stack.yml.
+
+    `submodules`: repository-relative paths that are Git submodules; one of them in place of a
+    stack directory is a problem of that stack (its files are not in this repository), never
+    a stack that silently vanished."""
     root = (checkout / stack_path)
-    stack_config = load_stack_config(root / config_file_name)
+    checkout_real = checkout.resolve()
+    config_path = root / config_file_name
+    if config_path.exists() and not config_path.resolve().is_relative_to(checkout_real):
+        raise ConfigError(f"{config_file_name}: a symlink leading outside the repository")
+    stack_config = load_stack_config(config_path)
     stacks: list[Stack] = []
     problems: list[StackProblem] = []
-    checkout_real = checkout.resolve()
+    prefix = "" if str(stack_path) in ("", ".") else f"{PurePosixPath(stack_path).as_posix()}/"
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if f"{prefix}{entry.name}" in submodules:
+            problems.append(StackProblem(entry.name, f"{entry.name} is a Git submodule: composeflux deploys only files "
+                                         "that are in this repository (make it a directory of it)"))
             continue
         found = _stack_from_directory(entry, checkout_real)
         if found is None:
@@ -109,6 +122,8 @@ def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | Stack
     for file in files:
         if not file.resolve().is_relative_to(checkout_real):
             return StackProblem(name, f"{file.name} is a symlink leading outside the checkout")
+        if is_lfs_pointer(file):
+            return StackProblem(name, f"{file.name} is a Git LFS pointer: composeflux does not fetch LFS content")
     if not PROJECT_NAME.match(name):
         return StackProblem(
             name,
@@ -147,6 +162,18 @@ TextLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+
+
+def is_lfs_pointer(path: Path) -> bool:
+    """A file that Git LFS replaced by its pointer (composeflux clones with LFS smudging off)."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:
+        return False
 
 
 def load_stack_config(path: Path) -> StackConfig:

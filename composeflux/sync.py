@@ -269,7 +269,7 @@ class _Run:
                 )
             log.warning("STACK_PATH %s does not exist in commit %s", self.config.stack_path, checkout.short_commit)
             return Discovery([], [], StackConfig())
-        discovery = discover(checkout.path, Path(self.config.stack_path), self.config.stack_config_file)
+        discovery = discover(checkout.path, Path(self.config.stack_path), self.config.stack_config_file, checkout.submodules)
         for problem in discovery.problems:
             log.error("%s", problem.reason, extra={STACK: problem.name, ACTION: "failed"})
         return discovery

@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 
 from composeflux.checkout import TreeRevision
 from composeflux.errors import GitSourceError
+from composeflux.stacks import LFS_POINTER
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,12 @@ class StackTrees:
         stamp = timestamp()
         displaced: list[tuple[str, Path]] = []
 
+        # Files already there byte for byte are left alone (their mtime too).
+        needed = sorted(path for path, entry in wanted.items() if not self._matches(on_disk(tree / path), entry))
+        blobs = dict(self.objects.blobs(wanted[path].object_id for path in needed))
+        pointers = sorted(path for path in needed if blobs[wanted[path].object_id].startswith(LFS_POINTER))
+        if pointers:
+            raise GitSourceError(f"{', '.join(pointers)}: a Git LFS pointer, not the file; composeflux does not fetch LFS content")
         # Files Git put there that the target no longer has: removed while unmodified.
         for path in sorted(set(had) - set(wanted), reverse=True):
             current = on_disk(tree / path)
@@ -185,9 +192,6 @@ class StackTrees:
                 displaced.append((path, self._displace(tree, path, stamp)))
             self._remove_empty_parents(tree, path)
 
-        # Files already there byte for byte are left alone (their mtime too).
-        needed = sorted(path for path, entry in wanted.items() if not self._matches(on_disk(tree / path), entry))
-        blobs = dict(self.objects.blobs(wanted[path].object_id for path in needed))
         for path in needed:
             entry = wanted[path]
             target_path = tree / path

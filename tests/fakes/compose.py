@@ -12,6 +12,7 @@ The integration tests run the same scenarios against the real engine.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -67,10 +68,18 @@ class FakeCompose(Compose):
                     document.setdefault(key, {}).update(value)
         document["name"] = project
         for service in (document.get("services") or {}).values():
+            # Like Compose: the short syntax becomes the long one, and a relative bind source an
+            # absolute path, lexically (symlinks are not resolved).
+            volumes = []
             for volume in service.get("volumes") or []:
-                relative = isinstance(volume, dict) and volume.get("type") == "bind" and not str(volume["source"]).startswith("/")
-                if relative:
-                    volume["source"] = str((directory / volume["source"]).resolve())
+                if isinstance(volume, str) and volume.startswith((".", "/")):
+                    source, target, *mode = volume.split(":")
+                    volume = {"type": "bind", "source": source, "target": target, "read_only": mode == ["ro"]}
+                if isinstance(volume, dict) and volume.get("type") == "bind" and not str(volume["source"]).startswith("/"):
+                    volume["source"] = os.path.normpath(os.path.join(directory, volume["source"]))
+                volumes.append(volume)
+            if volumes:
+                service["volumes"] = volumes
         return Result(0, json.dumps(document), "\n".join(warnings))
 
     def up(

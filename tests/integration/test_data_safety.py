@@ -223,3 +223,17 @@ def test_a_full_state_file_system_is_exit_9_and_leaves_no_half_written_file(cfx,
         assert "CHANGED=yes" in containers(name)["app"].env
     finally:
         run("umount", "-l", str(cfx.state), check=False)
+
+
+def test_a_config_behind_a_tracked_symlink_redeploys_when_its_target_changes(cfx, repo, prefix):
+    name = f"{prefix}-web"
+    repo.write("../shared/conf/app.conf", "version 1\n")
+    repo.write(f"{name}/compose.yaml", service_yaml() + "    volumes:\n      - ./conf/app.conf:/app.conf:ro\n")
+    os.symlink("../../shared/conf", repo.work / "stacks" / name / "conf")
+    repo.commit()
+    cfx.sync()
+    assert in_container(name, "cat /app.conf") == "version 1\n"
+    repo.write("../shared/conf/app.conf", "version 2\n")  # only the target of the link changes
+    repo.commit()
+    assert "1 deployed" in cfx.sync().stderr
+    assert in_container(name, "cat /app.conf") == "version 2\n"

@@ -127,7 +127,10 @@ def test_command_timeout_kills_the_whole_process_group(tmp_path):
         ("cmd-value-garbage", "command: SECRETS_COMMAND output:1: expected KEY=VALUE (expected KEY=VALUE lines or a JSON object)"),
         ("{cmd-value-garbage", "command: SECRETS_COMMAND output: invalid JSON at line 1 column 2"),
         ('{"A": 1}', "command: SECRETS_COMMAND output: the value of A is not a string"),
-        ('{"A": "x", "cmd-value-garbage": "v"}', "command: SECRETS_COMMAND output: key number 2 of the JSON object is not a valid variable name"),
+        (
+            '{"A": "x", "cmd-value-garbage": "v"}',
+            "command: SECRETS_COMMAND output: key number 2 of the JSON object is not a valid variable name",
+        ),
         ("[1]", "command: SECRETS_COMMAND output:1: expected KEY=VALUE (expected KEY=VALUE lines or a JSON object)"),
     ],
 )
