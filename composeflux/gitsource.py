@@ -297,7 +297,7 @@ def _object_ids(repo: git.Repo, commit: str) -> tuple[dict[str, str], frozenset[
     for entry in listing.split("\0"):
         if entry:
             meta, _, name = entry.partition("\t")
-            mode, kind, object_id = meta.split()
+            _mode, kind, object_id = meta.split()
             ids[name] = object_id
             if kind == "commit":
                 submodules.add(name)
