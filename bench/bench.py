@@ -76,6 +76,11 @@ def main() -> None:
     finally:
         for name in names + [f"{n}-raw" for n in names]:
             subprocess.run(["docker", "compose", "-p", name, "down", "-t", "1"], cwd="/", capture_output=True)
+        # The volumes composeflux claims each stack's name with (everything here starts with the prefix).
+        volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"name={prefix}"], capture_output=True, text=True)
+        ours = [volume for volume in volumes.stdout.split() if volume.startswith(prefix)]
+        if ours:
+            subprocess.run(["docker", "volume", "rm", *ours], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 

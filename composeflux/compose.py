@@ -24,6 +24,8 @@ from composeflux.rendered import JSON
 # What the docker CLI itself needs from our environment to find the engine and its plugins.
 PASSTHROUGH = ("PATH", "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY", "DOCKER_API_VERSION")
 VERBS = ("config", "up", "down", "version")
+RENDER_TIMEOUT = 60.0  # seconds for one `docker compose config` (it takes ~0.15 s)
+RENDER_MEMORY = 2 << 30  # bytes of address space for one `docker compose config` (it needs ~0.3 GiB)
 # What the docker CLI says when the engine is gone (the socket is missing or refuses).
 ENGINE_GONE = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
 UNSET_VARIABLE = re.compile(r'The \\?"(\w+)\\?" variable is not set')
@@ -44,6 +46,9 @@ class Compose:
         if docker is None:
             raise EngineError("the docker command was not found on PATH")
         self.docker = docker
+        self.prlimit = shutil.which("prlimit", path=self.base_env.get("PATH")) or (
+            "/usr/bin/prlimit" if os.access("/usr/bin/prlimit", os.X_OK) else None
+        )
         self._version: str | None = None
 
     def version(self) -> str:
@@ -56,12 +61,17 @@ class Compose:
                 raise EngineError(f"Docker Compose v2 or newer is required, found {self._version}")
         return self._version
 
-    def config(self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str]) -> Result:
-        """Render the project to JSON (paths made absolute, variables interpolated, $ escaped as $$)."""
+    def config(
+        self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str], timeout: float = RENDER_TIMEOUT
+    ) -> Result:
+        """Render the project to JSON (paths made absolute, variables interpolated, $ escaped as $$).
+
+        Bounded, because the files are whatever was pushed: `timeout` seconds and RENDER_MEMORY
+        bytes of address space (a YAML bomb or a huge file fails its stack, not the host)."""
         arguments = ["-p", project, "--project-directory", str(directory)]
         for file in files:
             arguments += ["-f", str(file)]
-        return self._run([*arguments, "config", "--format", "json"], env=env, cwd=directory, timeout=120)
+        return self._run([*arguments, "config", "--format", "json"], env=env, cwd=directory, timeout=timeout, memory=RENDER_MEMORY)
 
     def up(
         self, project: str, directory: Path, rendered: dict[str, JSON], env: Mapping[str, str], remove_orphans: bool, timeout: float
@@ -76,10 +86,15 @@ class Compose:
         """Remove a project's containers and networks; named volumes are kept."""
         return self._run(["-p", project, "down", "--remove-orphans"], env={}, cwd=Path("/"), timeout=timeout)
 
-    def _run(self, arguments: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float, stdin: str | None = None) -> Result:
+    def _run(
+        self, arguments: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float, stdin: str | None = None, memory: int | None = None
+    ) -> Result:
         """Run `docker compose` in a process group of its own, so that a timeout kills the
-        compose plugin too (the docker front-end runs it as a child, which would outlive it)."""
+        compose plugin too (the docker front-end runs it as a child, which would outlive it).
+        `memory`: a limit of its address space (util-linux's prlimit, which every Debian has)."""
         command = [self.docker, "compose", *arguments]
+        if memory is not None and self.prlimit is not None:
+            command = [self.prlimit, f"--as={memory}", "--", *command]
         verb = next((word for word in arguments if word in VERBS), "")
         try:
             process = subprocess.Popen(

@@ -8,7 +8,16 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from composeflux.deployed import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, EngineState, engine_state
+from composeflux.deployed import (
+    COMPOSE_PROJECT,
+    COMPOSE_SERVICE,
+    INSTANCE,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    Container,
+    EngineState,
+    engine_state,
+)
 from composeflux.errors import EngineError
 from composeflux.rendered import JSON
 
@@ -38,3 +47,36 @@ def _container(item: dict[str, JSON], labels: dict[str, str]) -> Container:
         exit_code=int(match.group(1)) if match else None,
         bind_sources=tuple(m["Source"] for m in item.get("Mounts") or [] if m.get("Type") == "bind" and m.get("Source")),
     )
+
+
+def claim_name(project: str) -> str:
+    return f"{project}_composeflux-claim"
+
+
+def claim(project: str, instance_id: str) -> str | None:
+    """Claim a Compose project name for this instance before its first deployment; returns who
+    holds it when that is someone else. The claim is a labelled volume (no data, no network
+    address): dockerd creates a volume of one name once and hands everybody else that same
+    volume, labels and all, so two instances racing for a name cannot both win."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        volume = client.volumes.create(name=claim_name(project), labels={MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: instance_id})
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot claim the project name {project}: {exc}") from None
+    holder = (volume.attrs.get("Labels") or {}).get(INSTANCE)
+    if holder == instance_id:
+        return None
+    return f"claimed by another composeflux instance ({holder or 'unknown'}; `docker volume rm {claim_name(project)}` releases it)"
+
+
+def release(project: str, instance_id: str) -> None:
+    """Remove this instance's claim on a project name (after the stack was pruned)."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        volume = client.volumes.get(claim_name(project))
+        if (volume.attrs.get("Labels") or {}).get(INSTANCE) == instance_id:
+            volume.remove()
+    except docker.errors.NotFound:
+        return
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot release the claim on {project}: {exc}") from None

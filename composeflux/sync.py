@@ -55,12 +55,14 @@ class Tools:
 
     compose: Compose
     read_engine: Callable[[str], EngineState]
+    claim: Callable[[str, str], str | None]  # (project, instance) -> who else holds the name, or None
+    release: Callable[[str, str], None]
 
 
 def default_tools() -> Tools:
     from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
 
-    return Tools(Compose(), engine.read_state)
+    return Tools(Compose(), engine.read_state, engine.claim, engine.release)
 
 
 def run(
@@ -145,6 +147,7 @@ class _Run:
         self.options = options
         self.allow_prune_all = options.allow_prune_all or config.allow_prune_all
         self.tools = tools
+        self.tools_in_use: Tools  # set once the run starts (the default ones load the Docker SDK)
         self.notify = notify
         self.commit_field = commit_field
         self.checkout: Checkout | None = None
@@ -191,7 +194,7 @@ class _Run:
 
     def _steps(self, cleanup: contextlib.ExitStack) -> SyncOutcome:
         config = self.config
-        tools = self.tools or default_tools()
+        tools = self.tools_in_use = self.tools or default_tools()
         self.notify("fetching secrets")
         provider = config.secrets_provider
         secret_values = provider.fetch()
@@ -320,6 +323,11 @@ class _Run:
                 if fresh.hashes.stack_hash != planned.stack_hash:
                     log.warning("The stack rendered differently than when it was planned; deploying the new render", extra=fields)
             project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id)
+            if planned.name not in engine.managed:
+                # A first deployment: take the name atomically, or leave it to who has it.
+                holder = self.tools_in_use.claim(planned.name, self.config.instance_id)
+                if holder is not None:
+                    raise ApplyError(f"the Compose project name {planned.name} is {holder}")
             # The stack's own files move to this commit now, and only now (its directory and the
             # tracked files it uses outside it); what is not Git's stays.
             record = self.previous.stacks.get(planned.name)
@@ -343,6 +351,7 @@ class _Run:
         log.info("Pruning: %s", planned.reason, extra=fields)
         try:
             applier.prune(planned.name)
+            self.tools_in_use.release(planned.name, self.config.instance_id)
             archived = trees.archive(planned.name)
         except (ApplyError, OSError) as exc:
             log.error("Prune failed: %s", exc, extra={**fields, ACTION: "failed"})

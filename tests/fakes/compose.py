@@ -31,18 +31,20 @@ class FakeCompose(Compose):
     def __init__(self) -> None:  # no docker binary needed
         self.base_env = {}
         self.docker = "docker"
+        self.prlimit = None
         self._version = "2.99.0"
         self.projects: dict[str, dict[str, Any]] = {}
         self.stopped: set[tuple[str, str]] = set()  # (project, service) whose container has exited
         self.calls: list[tuple[str, str]] = []
         self.fail_up: dict[str, str] = {}  # project -> stderr of a failing `up`
         self.on_up: Callable[[str], None] | None = None  # called before each `up` (to break things)
+        self.claims: dict[str, str] = {}  # project -> instance that claimed the name
 
     def version(self) -> str:
         self.calls.append(("version", ""))
         return self._version
 
-    def config(self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str]) -> Result:
+    def config(self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str], timeout: float = 60) -> Result:
         self.calls.append(("config", project))
         document: dict[str, Any] = {}
         warnings = []
@@ -110,8 +112,16 @@ class FakeCompose(Compose):
                 pairs.append((project, container))
         return engine_state(pairs, instance_id)
 
+    def claim(self, project: str, instance_id: str) -> str | None:
+        holder = self.claims.setdefault(project, instance_id)
+        return None if holder == instance_id else f"claimed by another composeflux instance ({holder})"
+
+    def release(self, project: str, instance_id: str) -> None:
+        if self.claims.get(project) == instance_id:
+            del self.claims[project]
+
     def tools(self) -> Tools:
-        return Tools(self, self.read_engine)
+        return Tools(self, self.read_engine, self.claim, self.release)
 
     def called(self, verb: str) -> list[str]:
         return [project for name, project in self.calls if name == verb]

@@ -237,3 +237,26 @@ def test_a_config_behind_a_tracked_symlink_redeploys_when_its_target_changes(cfx
     repo.commit()
     assert "1 deployed" in cfx.sync().stderr
     assert in_container(name, "cat /app.conf") == "version 2\n"
+
+
+def test_the_name_of_a_new_stack_is_claimed_atomically_and_released_when_pruned(cfx, repo, prefix):
+    mine, theirs = f"{prefix}-mine", f"{prefix}-theirs"
+    # Another instance has claimed `theirs` and is about to deploy it (no container yet).
+    run("docker", "volume", "create", "--label", "compose.stack.managed-by=composeflux",
+        "--label", "compose.stack.instance=0123456789abcdef", f"{theirs}_composeflux-claim")
+    repo.add_stack(mine)
+    repo.add_stack(theirs)
+    repo.commit()
+    result = cfx.sync(expect=1)
+    assert "claimed by another composeflux instance (0123456789abcdef" in result.stderr
+    assert container_ids(theirs) == {} and container_ids(mine)
+    labels = json.loads(run("docker", "volume", "inspect", f"{mine}_composeflux-claim").stdout)[0]["Labels"]
+    assert labels["compose.stack.instance"] == containers(mine)["app"].labels["compose.stack.instance"]
+
+    repo.remove(theirs)
+    repo.remove(mine)
+    repo.add_stack(f"{prefix}-other")
+    repo.commit()
+    cfx.sync()
+    assert run("docker", "volume", "inspect", f"{mine}_composeflux-claim", check=False).returncode != 0
+    assert run("docker", "volume", "inspect", f"{theirs}_composeflux-claim", check=False).returncode == 0  # not ours

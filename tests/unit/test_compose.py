@@ -1,10 +1,11 @@
 """The `docker compose` boundary: Compose's unset-variable warning in the forms it prints it,
 timeouts that end the whole process group, an engine that is gone."""
 
+import sys
 import time
 from pathlib import Path
 
-from composeflux.compose import Compose, Result, engine_unreachable, unset_variables
+from composeflux.compose import RENDER_MEMORY, Compose, Result, engine_unreachable, unset_variables
 
 PLAIN = 'The "{}" variable is not set. Defaulting to a blank string.'
 LOGFMT = 'time="2024-05-01T10:00:00Z" level=warning msg="The \\"{}\\" variable is not set. Defaulting to a blank string."'
@@ -78,3 +79,33 @@ def test_an_unreachable_engine_is_recognised():
     assert engine_unreachable(gone)
     assert not engine_unreachable(Result(1, "", "Error response from daemon: port is already allocated"))
     assert not engine_unreachable(Result(0, "", "Cannot connect to the Docker daemon"))
+
+
+def fake_docker(tmp_path: Path, script: str) -> Compose:
+    fake = tmp_path / "bin" / "docker"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(script)
+    fake.chmod(0o755)
+    return Compose(environ={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+
+
+def test_a_render_that_takes_too_long_is_killed(tmp_path):
+    compose = fake_docker(tmp_path, "#!/bin/sh\nsleep 30\n")
+    started = time.monotonic()
+    result = compose.config("web", tmp_path, (tmp_path / "compose.yaml",), {}, timeout=0.5)
+    assert result.returncode == 124 and "docker compose config did not finish within 0.5 s (killed)" in result.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_a_render_runs_with_its_memory_limited(tmp_path):
+    """A YAML bomb or a huge file: the render gets RENDER_MEMORY of address space, no more."""
+    compose = fake_docker(tmp_path, f"#!{sys.executable}\nimport resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0])\n")
+    assert compose.prlimit is not None, "util-linux's prlimit is part of every Debian system"
+    assert compose.config("web", tmp_path, (tmp_path / "compose.yaml",), {}).stdout.strip() == str(RENDER_MEMORY)
+
+
+def test_a_program_over_its_memory_limit_fails_instead_of_growing(tmp_path):
+    compose = fake_docker(tmp_path, f"#!{sys.executable}\nbuffer = bytearray(512 << 20)\nprint('allocated')\n")
+    limited = compose._run(["config"], env={}, cwd=tmp_path, timeout=30, memory=256 << 20)
+    assert limited.returncode != 0 and "MemoryError" in limited.stderr
+    assert compose._run(["config"], env={}, cwd=tmp_path, timeout=30).stdout.strip() == "allocated"

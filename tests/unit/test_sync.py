@@ -214,3 +214,19 @@ def test_a_secret_too_short_to_mask_is_used_and_named_once(cfx, repo, tmp_path, 
     assert warnings == ["Secret(s) PIN shorter than MASK_MIN_LENGTH (6 characters): used, but not masked in the log"]
     environment = cfx.compose.projects["db"]["services"]["app"]["environment"]
     assert environment == {"PIN": "4711", "PW": "long-enough-value"}
+
+
+def test_a_name_claimed_by_another_instance_is_not_taken_over(cfx, repo):
+    repo.add_stack("web")
+    repo.add_stack("api")
+    repo.commit()
+    cfx.compose.claims["web"] = "someone-else"  # another instance is deploying it right now
+    assert cfx() is ExitStatus.STACKS_FAILED
+    assert cfx.compose.called("up") == ["api"]
+    assert "claimed by another composeflux instance (someone-else)" in cfx.state().stacks["web"].last_error
+    assert cfx.compose.claims["api"] != "someone-else"
+
+    repo.remove("api")
+    repo.commit()
+    cfx()
+    assert "api" not in cfx.compose.claims  # released when pruned
