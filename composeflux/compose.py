@@ -87,7 +87,13 @@ class Compose:
         return self._run(["-p", project, "down", "--remove-orphans"], env={}, cwd=Path("/"), timeout=timeout)
 
     def _run(
-        self, arguments: list[str], env: Mapping[str, str], cwd: Path | None, timeout: float, stdin: str | None = None, memory: int | None = None
+        self,
+        arguments: list[str],
+        env: Mapping[str, str],
+        cwd: Path | None,
+        timeout: float,
+        stdin: str | None = None,
+        memory: int | None = None,
     ) -> Result:
         """Run `docker compose` in a process group of its own, so that a timeout kills the
         compose plugin too (the docker front-end runs it as a child, which would outlive it).
