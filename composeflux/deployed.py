@@ -33,7 +33,6 @@ class Container:
     labels: dict[str, str]
     state: str  # running, exited, restarting, created, paused, dead
     exit_code: int | None
-    bind_sources: tuple[str, ...]
 
     @property
     def service_hash(self) -> str | None:
@@ -61,9 +60,6 @@ class DeployedStack:
 class EngineState:
     managed: dict[str, DeployedStack]  # stacks this instance deployed, by project name
     others: dict[str, str]  # every other Compose project on the engine -> who owns it
-
-    def bind_sources(self) -> list[str]:
-        return [source for stack in self.managed.values() for c in stack.containers for source in c.bind_sources]
 
 
 def engine_state(containers: list[tuple[str, Container]], instance_id: str) -> EngineState:

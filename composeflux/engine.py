@@ -45,7 +45,6 @@ def _container(item: dict[str, JSON], labels: dict[str, str]) -> Container:
         labels=labels,
         state=item.get("State") or "unknown",
         exit_code=int(match.group(1)) if match else None,
-        bind_sources=tuple(m["Source"] for m in item.get("Mounts") or [] if m.get("Type") == "bind" and m.get("Source")),
     )
 
 

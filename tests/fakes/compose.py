@@ -108,7 +108,7 @@ class FakeCompose(Compose):
                 labels = {**(definition.get("labels") or {}), COMPOSE_PROJECT: project, COMPOSE_SERVICE: service}
                 stopped = (project, service) in self.stopped
                 state, exit_code = ("exited", 137) if stopped else ("running", None)
-                container = Container(f"{project}-{service}", service, labels, state, exit_code, ())
+                container = Container(f"{project}-{service}", service, labels, state, exit_code)
                 pairs.append((project, container))
         return engine_state(pairs, instance_id)
 

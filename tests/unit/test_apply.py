@@ -39,7 +39,7 @@ def rendered_stack(services: dict[str, dict], service_hashes: dict[str, str], st
 
 def container(service: str, service_hash: str, stack_hash: str = "stack-old", commit: str = COMMIT_OLD, n: int = 1) -> Container:
     labels = {MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: INSTANCE_ID, SERVICE_HASH: service_hash, STACK_HASH: stack_hash, COMMIT: commit}
-    return Container(f"web-{service}-{n}", service, labels, "running", None, ())
+    return Container(f"web-{service}-{n}", service, labels, "running", None)
 
 
 def labels_of(project: dict[str, Any], service: str) -> dict[str, str]:
@@ -120,7 +120,7 @@ def test_a_service_whose_containers_disagree_gets_the_new_labels():
 
 def test_a_running_container_without_our_stack_labels_gets_the_new_ones():
     rendered = rendered_stack({"app": {"image": "nginx"}}, {"app": "hash-app"})
-    bare = Container("web-app-1", "app", {SERVICE_HASH: "hash-app"}, "running", None, ())
+    bare = Container("web-app-1", "app", {SERVICE_HASH: "hash-app"}, "running", None)
     labels = labels_of(labelled_project(rendered, DeployedStack("web", (bare,)), COMMIT_NEW, INSTANCE_ID), "app")
     assert (labels[SERVICE_HASH], labels[STACK_HASH], labels[COMMIT]) == ("hash-app", "stack-new", COMMIT_NEW)
 
@@ -128,7 +128,7 @@ def test_a_running_container_without_our_stack_labels_gets_the_new_ones():
 def test_a_service_without_a_hash_never_keeps_old_labels():
     """Scaled to zero (no hash): an empty hash must not match containers that carry none."""
     rendered = rendered_stack({"off": {"image": "busybox", "scale": 0}}, {})
-    unlabelled = Container("web-off-1", "off", {STACK_HASH: "stack-old", COMMIT: COMMIT_OLD}, "exited", 0, ())
+    unlabelled = Container("web-off-1", "off", {STACK_HASH: "stack-old", COMMIT: COMMIT_OLD}, "exited", 0)
     labels = labels_of(labelled_project(rendered, DeployedStack("web", (unlabelled,)), COMMIT_NEW, INSTANCE_ID), "off")
     assert (labels[STACK_HASH], labels[COMMIT]) == ("stack-new", COMMIT_NEW)
 

@@ -14,7 +14,7 @@ def rendered(name, **services):
 
 def deployed(name, state="running", exit_code=None, **services):
     containers = tuple(
-        Container(f"id-{name}-{service}", service, {SERVICE_HASH: digest}, state, exit_code, ())
+        Container(f"id-{name}-{service}", service, {SERVICE_HASH: digest}, state, exit_code)
         for service, digest in services.items()
     )
     return DeployedStack(name, containers)
