@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 
 from composeflux import config as configuration, logs, state, sync
 from composeflux.errors import ExitStatus
 from tests.fakes.compose import FakeCompose
+
+
+@pytest.fixture(autouse=True)
+def isolated_git(monkeypatch):
+    """No user or system git configuration (insteadOf, hooks, default branch) in these tests,
+    for the git the tests run and the git composeflux runs."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
+        monkeypatch.delenv(name, raising=False)
 
 
 class Runner:

@@ -22,14 +22,6 @@ BRANCH = "deploy"
 TIMEOUT = 30
 
 
-@pytest.fixture(autouse=True)
-def isolated_git(monkeypatch):
-    """No user or system git configuration (insteadOf, hooks, default branch) in these tests."""
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def load(tmp_path: Path, url: str = "https://git.example.org/home/stacks.git", overrides=None, **settings: str):

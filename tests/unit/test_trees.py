@@ -28,14 +28,6 @@ GIT_IDENTITY = {
 PATHS = ("stacks/web", "shared/x.conf")  # the web stack's directory and one dependency outside it
 
 
-@pytest.fixture(autouse=True)
-def isolated_git(monkeypatch):
-    """No user or system git configuration (for the git that composeflux runs, too)."""
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
-        monkeypatch.delenv(name, raising=False)
 
 
 def git(cwd: Path, *arguments: str, stdin: bytes | None = None) -> str:
