@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -46,9 +48,6 @@ class Compose:
         if docker is None:
             raise EngineError("the docker command was not found on PATH")
         self.docker = docker
-        self.prlimit = shutil.which("prlimit", path=self.base_env.get("PATH")) or (
-            "/usr/bin/prlimit" if os.access("/usr/bin/prlimit", os.X_OK) else None
-        )
         self._version: str | None = None
 
     def version(self) -> str:
@@ -97,10 +96,9 @@ class Compose:
     ) -> Result:
         """Run `docker compose` in a process group of its own, so that a timeout kills the
         compose plugin too (the docker front-end runs it as a child, which would outlive it).
-        `memory`: a limit of its address space (util-linux's prlimit, which every Debian has)."""
+        `memory`: a limit of its address space, where this process may set one (composeflux.service
+        forbids setrlimit and sets LimitAS= for the whole sync instead)."""
         command = [self.docker, "compose", *arguments]
-        if memory is not None and self.prlimit is not None:
-            command = [self.prlimit, f"--as={memory}", "--", *command]
         verb = next((word for word in arguments if word in VERBS), "")
         try:
             process = subprocess.Popen(
@@ -112,6 +110,7 @@ class Compose:
                 cwd=cwd,
                 text=True,
                 start_new_session=True,
+                preexec_fn=None if memory is None else functools.partial(_limit_address_space, memory),
             )
         except OSError as exc:
             raise EngineError(f"cannot run docker compose: {exc}") from None
@@ -123,6 +122,15 @@ class Compose:
             process.communicate()
             return Result(124, "", f"docker compose {verb} did not finish within {timeout:g} s (killed)")
         return Result(process.returncode, stdout, stderr)
+
+
+def _limit_address_space(limit: int) -> None:
+    """In the child, before exec: lower RLIMIT_AS. Where setrlimit is forbidden (a seccomp
+    filter), the limit the service manager set stays; nothing else is done between fork and exec."""
+    with contextlib.suppress(OSError, ValueError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if soft == resource.RLIM_INFINITY or soft > limit:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
 
 
 def engine_unreachable(result: Result) -> bool:

@@ -31,7 +31,6 @@ class FakeCompose(Compose):
     def __init__(self) -> None:  # no docker binary needed
         self.base_env = {}
         self.docker = "docker"
-        self.prlimit = None
         self._version = "2.99.0"
         self.projects: dict[str, dict[str, Any]] = {}
         self.stopped: set[tuple[str, str]] = set()  # (project, service) whose container has exited

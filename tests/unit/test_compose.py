@@ -100,7 +100,6 @@ def test_a_render_that_takes_too_long_is_killed(tmp_path):
 def test_a_render_runs_with_its_memory_limited(tmp_path):
     """A YAML bomb or a huge file: the render gets RENDER_MEMORY of address space, no more."""
     compose = fake_docker(tmp_path, f"#!{sys.executable}\nimport resource\nprint(resource.getrlimit(resource.RLIMIT_AS)[0])\n")
-    assert compose.prlimit is not None, "util-linux's prlimit is part of every Debian system"
     assert compose.config("web", tmp_path, (tmp_path / "compose.yaml",), {}).stdout.strip() == str(RENDER_MEMORY)
 
 
