@@ -60,9 +60,10 @@ class Applier:
         self.remove_orphans = remove_orphans
         self.timeout = timeout
 
-    def deploy(self, name: str, directory: Path, project: dict[str, JSON]) -> None:
-        """`docker compose up` of the project in `directory` (the stack's own tree)."""
-        result = self.compose.up(name, directory, project, self.env, self.remove_orphans, self.timeout)
+    def deploy(self, name: str, directory: Path, project: dict[str, JSON], env: Mapping[str, str] | None = None) -> None:
+        """`docker compose up` of the project in `directory` (the stack's own tree), with the
+        stack's own interpolation environment (`env`, else the one given at construction)."""
+        result = self.compose.up(name, directory, project, self.env if env is None else env, self.remove_orphans, self.timeout)
         self._log_output(name, "deploy", result)
         self._check("up", result)
 

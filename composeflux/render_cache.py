@@ -39,19 +39,21 @@ class RenderCache:
         self.entries: dict[str, JSON] = entries if isinstance(entries, dict) else {}
         self.fresh: dict[str, dict[str, JSON]] = {}
 
-    def lookup(self, stack: Stack) -> StackHashes | None:
-        """The stack's hashes from an earlier render whose inputs are all unchanged, or None."""
+    def lookup(self, stack: Stack, renderer: Renderer | None = None) -> StackHashes | None:
+        """The stack's hashes from an earlier render whose inputs are all unchanged, or None.
+        `renderer`: the one that renders this stack (its interpolation environment is per stack)."""
+        renderer = renderer or self.renderer
         entry = _well_formed(self.entries.get(stack.name))
         if entry is None:
             return None  # no entry, or one of another shape: render again
-        key = self._key(stack, entry["dependencies"])
+        key = self._key(stack, entry["dependencies"], renderer)
         if key is None or key != entry["key"]:
             return None
         self.fresh[stack.name] = entry
         return StackHashes(stack.name, entry["stack_hash"], dict(entry["service_hashes"]), tuple(entry["dependencies"]))
 
-    def store(self, stack: Stack, hashes: StackHashes) -> None:
-        key = self._key(stack, list(hashes.dependencies))
+    def store(self, stack: Stack, hashes: StackHashes, renderer: Renderer | None = None) -> None:
+        key = self._key(stack, list(hashes.dependencies), renderer or self.renderer)
         if key is not None:
             self.fresh[stack.name] = {
                 "key": key,
@@ -73,35 +75,35 @@ class RenderCache:
             temporary.unlink(missing_ok=True)
             log.warning("Cannot write the render cache %s (%s); the next sync renders every stack", self.path, exc.strerror)
 
-    def _key(self, stack: Stack, dependencies: list[str]) -> str | None:
+    def _key(self, stack: Stack, dependencies: list[str], renderer: Renderer) -> str | None:
         try:
             inputs = render_inputs(stack)
         except UnknownInputs as why:
             log.debug("%s: not cached: %s", stack.name, why)
             return None
-        checkout = self.renderer.checkout
-        directory = self.renderer.relative_path(stack.directory)
+        checkout = renderer.checkout
+        directory = renderer.relative_path(stack.directory)
         # Keyed by checkout-relative paths and the deploy directory, not by where the checkout is:
         # a dry run, which renders in a scratch copy, shares the cache with the real sync.
-        digests = {self.renderer.relative_path(path) or str(path): self._digest(path) for path in inputs}
+        digests = {renderer.relative_path(path) or str(path): self._digest(path, renderer) for path in inputs}
         digests.update({path: checkout.object_ids.get(path, "untracked") for path in dependencies})
-        return self.renderer.hmac(
+        return renderer.hmac(
             "render-cache",
             {
                 "composeflux": __version__,
                 "compose": self.compose_version,
                 "stack": stack.name,
-                "directory": str(self.renderer.deploy_directory(stack)),
+                "directory": str(renderer.deploy_directory(stack)),
                 "tree": checkout.object_ids.get(directory) if directory is not None else None,
-                "env": self.renderer.env,
+                "env": renderer.env,
                 "inputs": digests,
             },
         )
 
-    def _digest(self, path: Path) -> str:
-        relative = self.renderer.relative_path(path)
-        if relative is not None and relative in self.renderer.checkout.object_ids:
-            return self.renderer.checkout.object_ids[relative]
+    def _digest(self, path: Path, renderer: Renderer) -> str:
+        relative = renderer.relative_path(path)
+        if relative is not None and relative in renderer.checkout.object_ids:
+            return renderer.checkout.object_ids[relative]
         try:
             return hashlib.sha256(path.read_bytes()).hexdigest()
         except FileNotFoundError:

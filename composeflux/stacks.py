@@ -15,12 +15,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import os
 import re
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 
 import yaml
 
+from composeflux.environment import read_dotenv
 from composeflux.errors import ConfigError
 from composeflux.rendered import StackProblem
 
@@ -47,11 +49,25 @@ class Stack:
 
 
 @dataclasses.dataclass(frozen=True)
+class StackSettings:
+    """stack.yml `stacks.<name>`: settings of one stack. Later capabilities add keys here."""
+
+    envs: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+STACK_SETTING_KEYS = ("envs",)
+
+
+@dataclasses.dataclass(frozen=True)
 class StackConfig:
     """The contents of stack.yml."""
 
     startup_order: tuple[str, ...] = ()
     envs: dict[str, str] = dataclasses.field(default_factory=dict)
+    stacks: dict[str, StackSettings] = dataclasses.field(default_factory=dict)
+
+    def settings(self, name: str) -> StackSettings:
+        return self.stacks.get(name) or StackSettings()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,20 +119,31 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str, submodules
     for name in stack_config.startup_order:
         if name not in known:
             log.warning("%s: startup_order names %r, but there is no such stack directory", config_file_name, name)
+    for name in sorted(set(stack_config.stacks) - known):
+        log.warning("%s: stacks names %r, but there is no such stack directory", config_file_name, name)
     return Discovery(stacks=stacks, problems=problems, stack_config=stack_config)
 
 
 def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackProblem | None:
     """The stack in this directory; None when it holds no compose file (then it is no stack)."""
     name = directory.name
-    for main, override in COMPOSE_FILES:
-        if (directory / main).is_file():
-            files = [directory / main]
-            if (directory / override).is_file():
-                files.append(directory / override)
-            break
+    dotenv = read_dotenv(directory / ".env")
+    if dotenv.get("COMPOSE_FILE"):
+        # As Compose does: the project's .env may list its files (a base and a host override).
+        separator = dotenv.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+        files = [directory / entry for entry in dotenv["COMPOSE_FILE"].split(separator) if entry]
+        missing = [file.name for file in files if not file.is_file()]
+        if missing:
+            return StackProblem(name, f"COMPOSE_FILE in its .env names {', '.join(missing)}, which is not there")
     else:
-        return None
+        for main, override in COMPOSE_FILES:
+            if (directory / main).is_file():
+                files = [directory / main]
+                if (directory / override).is_file():
+                    files.append(directory / override)
+                break
+        else:
+            return None
     if not directory.resolve().is_relative_to(checkout_real):
         return StackProblem(name, f"{name} is a symlink leading outside the checkout")
     for file in files:
@@ -191,13 +218,35 @@ def load_stack_config(path: Path) -> StackConfig:
         return StackConfig()
     if not isinstance(document, dict):
         raise ConfigError(f"{path.name}: expected a mapping with startup_order and/or envs")
-    unknown = set(document) - {"startup_order", "envs"}
+    unknown = set(document) - {"startup_order", "envs", "stacks"}
     if unknown:
-        raise ConfigError(f"{path.name}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: startup_order, envs)")
+        raise ConfigError(f"{path.name}: unknown key(s) {', '.join(sorted(map(str, unknown)))} (allowed: startup_order, envs, stacks)")
     return StackConfig(
         startup_order=_startup_order(path.name, document.get("startup_order")),
-        envs=_envs(path.name, document.get("envs")),
+        envs=_envs(path.name, "envs", document.get("envs")),
+        stacks=_stacks(path.name, document.get("stacks")),
     )
+
+
+def _stacks(file: str, value: object) -> dict[str, StackSettings]:
+    """stacks: {NAME: {envs: {...}}}, validated strictly: every error names the key."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{file}: stacks: expected a mapping of stack name to its settings")
+    stacks = {}
+    for name, settings in value.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{file}: stacks: {name!r} is not a stack name")
+        if settings is None:
+            settings = {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{file}: stacks.{name}: expected a mapping of settings ({', '.join(STACK_SETTING_KEYS)})")
+        unknown = sorted(map(str, set(settings) - set(STACK_SETTING_KEYS)))
+        if unknown:
+            raise ConfigError(f"{file}: stacks.{name}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(STACK_SETTING_KEYS)})")
+        stacks[name] = StackSettings(envs=_envs(file, f"stacks.{name}.envs", settings.get("envs")))
+    return stacks
 
 
 def _startup_order(file: str, value: object) -> tuple[str, ...]:
@@ -211,18 +260,18 @@ def _startup_order(file: str, value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _envs(file: str, value: object) -> dict[str, str]:
+def _envs(file: str, where: str, value: object) -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise ConfigError(f"{file}: envs: expected a mapping of VARIABLE: value")
+        raise ConfigError(f"{file}: {where}: expected a mapping of VARIABLE: value")
     envs: dict[str, str] = {}
     for key, item in value.items():
         if not isinstance(key, str) or not VARIABLE_NAME.match(key):
-            raise ConfigError(f"{file}: envs: {key!r} is not a valid variable name")
+            raise ConfigError(f"{file}: {where}: {key!r} is not a valid variable name")
         if item is None:
             item = ""
         if not isinstance(item, str):  # every scalar is text (TextLoader): this is a list or mapping
-            raise ConfigError(f"{file}: envs.{key}: expected a string or number")
+            raise ConfigError(f"{file}: {where}.{key}: expected a string or number")
         envs[key] = item
     return envs

@@ -14,11 +14,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from composeflux import state, trigger
@@ -27,6 +28,7 @@ from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, EngineState
+from composeflux.environment import StackEnvironment, read_dotenv, stack_environment
 from composeflux.errors import ComposefluxError, EngineError, ExitStatus, GitSourceError, UnsafePruneError, exit_status, state_error
 from composeflux.gitsource import GitSource, deploy_key
 from composeflux.lock import sync_lock
@@ -92,14 +94,6 @@ def run(
         return exit_status(exc)
     _report(outcome, config, notify, out or sys.stdout)
     return outcome.status
-
-
-def interpolation_env(envs: dict[str, str], secret_values: dict[str, str]) -> dict[str, str]:
-    """stack.yml envs, overridden by secrets (a conflict is worth a warning, naming keys only)."""
-    clashes = sorted(set(envs) & set(secret_values))
-    if clashes:
-        log.warning("stack.yml envs and the secrets provider both define %s; the secret wins", ", ".join(clashes))
-    return {**envs, **secret_values}
 
 
 def _drain_trigger_requests(config: Config) -> None:
@@ -222,16 +216,25 @@ class _Run:
         self.commit_field.commit = checkout.commit
         log.info("Checked out %s (%s) from %s branch %s", checkout.short_commit, checkout.subject, config.repo_url, config.branch)
 
+        self._overlay(checkout, trees)
         discovery = self._discover(checkout, engine)
-        for stack in discovery.stacks:
-            # The stack's untracked files (a git-ignored .env, ...) take part in the render.
-            overlay(trees.path(stack.name), checkout.path, self._relative(checkout, stack))
-        env = interpolation_env(discovery.stack_config.envs, secret_values)
-        renderer = Renderer(tools.compose, checkout, load_hash_key(config.state_dir), env, config.masker, tree_root=trees.path)
-        cache = RenderCache(config.state_dir, renderer, compose_version)
+        stack_config = discovery.stack_config
+        environments = {
+            stack.name: stack_environment(
+                stack_config.envs, read_dotenv(stack.directory / ".env"), stack_config.settings(stack.name).envs, secret_values
+            )
+            for stack in discovery.stacks
+        }
+        hash_key = load_hash_key(config.state_dir)
+        renderers = {
+            name: Renderer(tools.compose, checkout, hash_key, environment.env, config.masker, tree_root=trees.path)
+            for name, environment in environments.items()
+        }
+        shared = Renderer(tools.compose, checkout, hash_key, stack_config.envs, config.masker, tree_root=trees.path)
+        cache = RenderCache(config.state_dir, shared, compose_version)
 
         self.notify("rendering")
-        desired, rendered = self._render_all(discovery, renderer, cache)
+        desired, rendered = self._render_all(discovery, renderers, environments, cache)
         self.plan = plan = make_plan(desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all)
         if self.options.dry_run:
             return SyncOutcome(
@@ -243,13 +246,14 @@ class _Run:
                 dry_run=True,
             )
 
-        applier = Applier(tools.compose, env, config.masker, config.remove_orphans, config.deploy_timeout)
+        applier = Applier(tools.compose, {}, config.masker, config.remove_orphans, config.deploy_timeout)
         stacks = {stack.name: stack for stack in discovery.stacks}
         deploys = plan.with_action(Action.DEPLOY)
         for planned in plan.stacks:
             if planned.action is Action.DEPLOY:
                 self.notify(f"deploying {deploys.index(planned) + 1}/{len(deploys)}: {planned.name}")
-                result = self._deploy(planned, stacks[planned.name], rendered, renderer, cache, applier, engine, checkout, trees)
+                stack = stacks[planned.name]
+                result = self._deploy(planned, stack, rendered, renderers[stack.name], cache, applier, engine, checkout, trees)
             elif planned.action is Action.PRUNE:
                 self.notify(f"pruning {planned.name}")
                 result = self._prune(planned, applier, trees)
@@ -278,24 +282,27 @@ class _Run:
         return discovery
 
     def _render_all(
-        self, discovery: Discovery, renderer: Renderer, cache: RenderCache
+        self, discovery: Discovery, renderers: dict[str, Renderer], environments: dict[str, StackEnvironment], cache: RenderCache
     ) -> tuple[list[StackHashes | StackProblem], dict[str, RenderedStack]]:
         """Every stack's hashes (from the cache where its inputs are unchanged) or its problem,
         in deploy order; and the stacks that were rendered for real, with their projects."""
         desired: list[StackHashes | StackProblem] = []
         rendered: dict[str, RenderedStack] = {}
         for stack in discovery.ordered():
-            cached = cache.lookup(stack)
+            renderer = renderers[stack.name]
+            cached = cache.lookup(stack, renderer)
             if cached is not None:
                 desired.append(cached)
                 continue
+            for line in environments[stack.name].shadowed:  # said when it matters: its inputs changed
+                log.warning("Variables %s", line, extra={STACK: stack.name})
             try:
                 fresh = renderer.render(stack)
             except RenderError as exc:
                 desired.append(StackProblem(stack.name, str(exc)))
                 log.error("%s", exc, extra={STACK: stack.name, ACTION: "failed"})
                 continue
-            cache.store(stack, fresh.hashes)
+            cache.store(stack, fresh.hashes, renderer)
             rendered[stack.name] = fresh
             desired.append(fresh.hashes)
         return desired + list(discovery.problems), rendered
@@ -319,7 +326,7 @@ class _Run:
             fresh = rendered.get(planned.name)
             if fresh is None:  # planned from cached hashes: the project itself is needed now
                 fresh = renderer.render(stack)
-                cache.store(stack, fresh.hashes)
+                cache.store(stack, fresh.hashes, renderer)
                 if fresh.hashes.stack_hash != planned.stack_hash:
                     log.warning("The stack rendered differently than when it was planned; deploying the new render", extra=fields)
             project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id)
@@ -333,7 +340,7 @@ class _Run:
             record = self.previous.stacks.get(planned.name)
             wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
             tree = trees.update(planned.name, wanted, record.tree if record else None).revision
-            applier.deploy(planned.name, renderer.deploy_directory(stack), project)
+            applier.deploy(planned.name, renderer.deploy_directory(stack), project, renderer.env)
         except EngineError as exc:  # the run stops; what this stack's tree now holds is still recorded
             self.done.append(StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=str(exc), tree=tree))
             raise
@@ -360,6 +367,17 @@ class _Run:
             log.info("Its files (data next to the compose file included) were moved to %s; "
                      "`rm -r` that directory once nothing there is needed", archived, extra=fields)
         return StackOutcome(planned.name, Action.PRUNE, planned.reason)
+
+    def _overlay(self, checkout: Checkout, trees: StackTrees) -> None:
+        """Every stack tree's untracked files (a git-ignored .env, an env_file kept on the host)
+        appear in the checkout next to the files from Git, before discovery and render see it."""
+        try:
+            names = sorted(entry.name for entry in os.scandir(trees.root) if entry.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return
+        for name in names:
+            directory = (PurePosixPath(self.config.stack_path) / name).as_posix()
+            overlay(trees.path(name), checkout.path, directory)
 
     @staticmethod
     def _relative(checkout: Checkout, stack: Stack) -> str:

@@ -22,6 +22,7 @@ import yaml
 
 from composeflux.compose import Compose, Result
 from composeflux.deployed import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, EngineState, engine_state
+from composeflux.environment import read_dotenv
 from composeflux.sync import Tools
 
 VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -47,6 +48,8 @@ class FakeCompose(Compose):
         self.calls.append(("config", project))
         document: dict[str, Any] = {}
         warnings = []
+        # Like Compose: the project's .env fills in what the environment does not set.
+        env = {**read_dotenv(directory / ".env"), **env}
         for file in files:
             text = file.read_text()
 

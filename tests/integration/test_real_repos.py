@@ -1,0 +1,42 @@
+"""Layouts and habits of real home-server repositories, against the real engine: per-stack
+envs and their precedence over a stack's own .env, and COMPOSE_FILE / COMPOSE_PROFILES in .env."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import containers, service_yaml
+
+pytestmark = pytest.mark.docker
+
+
+def env_of(project: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in containers(project)["app"].env)
+
+
+def test_a_stacks_own_env_beats_shared_envs_and_its_stack_settings_beat_both(cfx, repo, prefix):
+    plain, committed, pinned = f"{prefix}-plain", f"{prefix}-committed", f"{prefix}-pinned"
+    repo.write("stack.yml", f"envs: {{TZ: UTC, MODE: shared}}\nstacks:\n  {pinned}:\n    envs: {{MODE: pinned}}\n")
+    for name in (plain, committed, pinned):
+        repo.write(f"{name}/compose.yaml", service_yaml(environment={"TZ": "${TZ}", "MODE": "${MODE}"}))
+    repo.write(f"{committed}/.env", "TZ=Europe/Berlin\nMODE=committed\n")
+    repo.write(f"{pinned}/.env", "MODE=committed\n")
+    repo.commit()
+    result = cfx.sync()
+    assert {k: env_of(plain)[k] for k in ("TZ", "MODE")} == {"TZ": "UTC", "MODE": "shared"}
+    assert {k: env_of(committed)[k] for k in ("TZ", "MODE")} == {"TZ": "Europe/Berlin", "MODE": "committed"}
+    assert {k: env_of(pinned)[k] for k in ("TZ", "MODE")} == {"TZ": "UTC", "MODE": "pinned"}
+    assert f"{committed}: Variables MODE, TZ: its .env wins over the shared envs of stack.yml" in result.stderr
+
+
+def test_compose_file_and_compose_profiles_in_env_are_honoured(cfx, repo, prefix):
+    name = f"{prefix}-layered"
+    repo.write(f"{name}/compose.base.yml", service_yaml(services=("app", "extra")).replace(
+        "  extra:\n", "  extra:\n    profiles: [extras]\n"))
+    repo.write(f"{name}/compose.host.yml", "services:\n  app:\n    environment:\n      LAYER: host\n")
+    repo.write(f"{name}/.env", "COMPOSE_FILE=compose.base.yml:compose.host.yml\nCOMPOSE_PROFILES=extras\n")
+    repo.commit()
+    cfx.sync()
+    running = containers(name)
+    assert set(running) == {"app", "extra"}  # the profile from .env is active
+    assert env_of(name)["LAYER"] == "host"  # the host override listed in COMPOSE_FILE applies
