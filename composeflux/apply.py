@@ -73,10 +73,12 @@ class Applier:
         self._check("down", result)
 
     def _log_output(self, name: str, action: str, result: Result) -> None:
+        """Compose's progress lines (Pulling, Creating, Started) at DEBUG: the sync logs one
+        line per stack action itself, and a failure carries Compose's last lines."""
         fields = {STACK: name, ACTION: action}
         for line in (result.stdout + result.stderr).splitlines():
             if line.strip():
-                log.info("%s", line.strip(), extra=fields)
+                log.debug("%s", line.strip(), extra=fields)
 
     def _check(self, verb: str, result: Result) -> None:
         """ApplyError for this stack; EngineError (the sync stops, exit 8) when the engine is

@@ -17,6 +17,8 @@ import click
 from composeflux import __version__, config as configuration, logs, state, trigger
 from composeflux.errors import ComposefluxError, ExitStatus, exit_status
 from composeflux.masking import Masker
+from composeflux.outcome import PAST_TENSE
+from composeflux.plan import Action
 from composeflux.sdnotify import Notifier
 
 log = logging.getLogger("composeflux")
@@ -24,6 +26,7 @@ log = logging.getLogger("composeflux")
 F = TypeVar("F", bound=Callable[..., Any])
 
 # --repo-url and friends -> the setting each one overrides.
+ACTIONS = {action.value for action in Action}
 OVERRIDES = {"repo_url": "GIT_REPO_URL", "branch": "GIT_BRANCH", "stack_path": "STACK_PATH", "clone_path": "GIT_CLONE_PATH"}
 
 
@@ -106,7 +109,8 @@ def status_command(config_file: Path | None) -> None:
         record = saved.stacks.get(name)
         if record and record.consecutive_failures > 1:
             why += f" (failed {record.consecutive_failures} syncs in a row, since {record.failing_since})"
-        click.echo(f"  {stack.get('action') or '?':<9}  {name:<{width}}  {why}".rstrip())
+        action = PAST_TENSE.get(Action(stack["action"]), stack["action"]) if stack.get("action") in ACTIONS else "?"
+        click.echo(f"  {action:<13}  {name:<{width}}  {why}".rstrip())
     sys.exit(0 if last.result == "ok" else 1)
 
 

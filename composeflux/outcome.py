@@ -20,6 +20,7 @@ PAST_TENSE = {
     Action.FAILED: "failed",
     Action.SKIPPED: "not attempted",
 }
+SUMMARY_NAMES = 10  # failed stacks named in the summary line
 # Always counted in the summary line, even when zero (the others only when they happened).
 ALWAYS_COUNTED = (Action.DEPLOY, Action.UNCHANGED, Action.PRUNE, Action.FAILED)
 
@@ -87,5 +88,11 @@ class SyncOutcome:
         counts = self.counts()
         text = ", ".join(f"{n} {PAST_TENSE[a]}" for a, n in counts.items() if n or a in ALWAYS_COUNTED)
         if self.failed:
-            text += " (" + "; ".join(f"{name}: {why}" for name, why in self.failed.items()) + ")"
+            # One short line (journald keeps lines of up to 48 KiB, people read far less): the
+            # names; each failure's reason is in its own log line and in `composeflux status`.
+            names = list(self.failed)
+            shown = ", ".join(names[:SUMMARY_NAMES])
+            if len(names) > SUMMARY_NAMES:
+                shown += f" and {len(names) - SUMMARY_NAMES} more"
+            text += f" ({shown})"
         return text

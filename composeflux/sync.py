@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -40,7 +41,7 @@ from composeflux.render_cache import RenderCache
 from composeflux.rendered import RenderedStack, StackHashes, StackProblem
 from composeflux.sdnotify import Notifier
 from composeflux.stacks import Discovery, Stack, StackConfig, discover
-from composeflux.trees import GitObjects, StackTrees, export, migrate_checkout, overlay
+from composeflux.trees import TREES_DIR, GitObjects, StackTrees, export, migrate_checkout, overlay
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,10 @@ class _Run:
         provider = config.secrets_provider
         secret_values = provider.fetch()
         config.masker.add(secret_values.values())
-        log.info("Secrets provider %s returned %d value(s)", provider.name, len(secret_values))
+        log.log(
+            logging.DEBUG if provider.name == "none" else logging.INFO,
+            "Secrets provider %s returned %d value(s)", provider.name, len(secret_values),
+        )
         short = sorted(name for name, value in secret_values.items() if config.masker.too_short(value))
         if short:
             log.warning(
@@ -299,8 +303,9 @@ class _Run:
             try:
                 fresh = renderer.render(stack)
             except RenderError as exc:
-                desired.append(StackProblem(stack.name, str(exc)))
-                log.error("%s", exc, extra={STACK: stack.name, ACTION: "failed"})
+                message = self._short_paths(str(exc))
+                desired.append(StackProblem(stack.name, message))
+                log.error("%s", message, extra={STACK: stack.name, ACTION: "failed"})
                 continue
             cache.store(stack, fresh.hashes, renderer)
             rendered[stack.name] = fresh
@@ -346,6 +351,7 @@ class _Run:
             raise
         except (RenderError, ApplyError, GitSourceError, OSError) as exc:
             message = self.config.masker(str(exc) if not isinstance(exc, OSError) else f"cannot update its files: {exc}")
+            message = self._short_paths(message)
             log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})
             return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree)
         return StackOutcome(
@@ -367,6 +373,13 @@ class _Run:
             log.info("Its files (data next to the compose file included) were moved to %s; "
                      "`rm -r` that directory once nothing there is needed", archived, extra=fields)
         return StackOutcome(planned.name, Action.PRUNE, planned.reason)
+
+    def _short_paths(self, text: str) -> str:
+        """Paths in a message relative to the repository: where the checkout or a stack's tree
+        lies is composeflux's business, and it makes every line long."""
+        if self.checkout is not None:
+            text = text.replace(f"{self.checkout.path}/", "")
+        return re.sub(re.escape(str(self.config.state_dir.resolve() / TREES_DIR)) + r"/[a-z0-9][a-z0-9_-]*/", "", text)
 
     def _overlay(self, checkout: Checkout, trees: StackTrees) -> None:
         """Every stack tree's untracked files (a git-ignored .env, an env_file kept on the host)

@@ -40,3 +40,16 @@ def test_compose_file_and_compose_profiles_in_env_are_honoured(cfx, repo, prefix
     running = containers(name)
     assert set(running) == {"app", "extra"}  # the profile from .env is active
     assert env_of(name)["LAYER"] == "host"  # the host override listed in COMPOSE_FILE applies
+
+
+def test_errors_show_paths_relative_to_the_repository(cfx, repo, prefix):
+    name = f"{prefix}-broken"
+    repo.write(f"{name}/compose.yaml", "services:\n  app:\n    image: [not, a, string]\n")
+    repo.add_stack(f"{prefix}-fine")
+    repo.commit()
+    result = cfx.sync(expect=1)
+    error = next(line for line in result.stderr.splitlines() if line.startswith(f"error: {name}:"))
+    assert str(cfx.state) not in error
+    assert result.stderr.count(f"error: {name}:") == 1  # each failure once
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary == f"1 deployed, 0 unchanged, 0 pruned, 1 failed ({name})"

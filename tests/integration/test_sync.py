@@ -515,5 +515,5 @@ def test_status_shows_the_last_result(cfx, repo, prefix):
     shown = status()
     assert shown.returncode == 1
     assert "result: failed" in shown.stdout and commit[:12] in shown.stdout
-    assert re.search(rf"deploy\s+{prefix}-ok\s+new", shown.stdout)
+    assert re.search(rf"deployed\s+{prefix}-ok\s+new", shown.stdout)
     assert re.search(rf"failed\s+{prefix}-broken\s+docker compose config failed", shown.stdout)

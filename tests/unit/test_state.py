@@ -126,3 +126,9 @@ def test_wrong_shapes_inside_a_valid_file_do_not_crash(tmp_path):
     loaded = state.load(tmp_path)
     assert loaded.stacks["b"].consecutive_failures == 0
     assert loaded.last_sync is not None and set(loaded.last_sync.stacks) == {"b"}
+
+
+def test_the_summary_names_at_most_ten_failed_stacks():
+    stacks = tuple(StackOutcome(f"s{n:02d}", Action.FAILED, "new", error="a long reason " * 20) for n in range(15))
+    summary = SyncOutcome(ExitStatus.STACKS_FAILED, stacks).summary()
+    assert summary == "0 deployed, 0 unchanged, 0 pruned, 15 failed (s00, s01, s02, s03, s04, s05, s06, s07, s08, s09 and 5 more)"

@@ -230,3 +230,17 @@ def test_a_name_claimed_by_another_instance_is_not_taken_over(cfx, repo):
     repo.commit()
     cfx()
     assert "api" not in cfx.compose.claims  # released when pruned
+
+
+def test_one_info_line_per_stack_action_and_compose_progress_at_debug(cfx, repo, capsys):
+    repo.add_stack("web")
+    repo.commit()
+    cfx()
+    err = capsys.readouterr().err
+    assert "web: Deploying: new" in err
+    assert "Started" not in err and "Secrets provider none" not in err
+    repo.add_stack("web", environment={"X": "1"})
+    repo.commit()
+    cfx(LOG_LEVEL="DEBUG")
+    err = capsys.readouterr().err
+    assert "web: Container web-app-1  Started" in err and "Secrets provider none returned 0 value(s)" in err
