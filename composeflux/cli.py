@@ -37,6 +37,9 @@ def sync_options(function: F) -> F:
         click.option(
             "--allow-prune-all", is_flag=True, help="Allow removing every deployed stack when Git holds none (or STACK_PATH is gone)."
         ),
+        click.option(
+            "--retry-failed", is_flag=True, help="Try failed stacks now, even those waiting out their backoff (RETRY_FAILED_MAX)."
+        ),
         click.option("--repo-url", metavar="URL", help="Override GIT_REPO_URL."),
         click.option("--branch", metavar="BRANCH", help="Override GIT_BRANCH."),
         click.option("--stack-path", metavar="PATH", help="Override STACK_PATH."),
@@ -136,6 +139,7 @@ def run_sync(
     config_file: Path | None,
     dry_run: bool,
     allow_prune_all: bool,
+    retry_failed: bool,
     log_level: str | None,
     log_format: str | None,
     **overrides: str | None,
@@ -154,4 +158,5 @@ def run_sync(
 
     from composeflux import sync  # Git and Compose: loaded only for a sync, not for --version or status
 
-    return sync.run(config, sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all), commit_field=commit_field)
+    options = sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed)
+    return sync.run(config, options, commit_field=commit_field)

@@ -54,6 +54,7 @@ CORE_KEYS = frozenset(
         "LOG_FORMAT",
         "TRIGGER_DIR",
         "MASK_MIN_LENGTH",
+        "RETRY_FAILED_MAX",
     }
 )
 
@@ -79,6 +80,7 @@ class Config:
     allow_prune_all: bool
     lock_timeout: float
     deploy_timeout: float
+    retry_failed_max: float  # seconds; 0: retry failed stacks on every sync
     log_level: str
     log_format: str
     state_dir: Path
@@ -258,6 +260,7 @@ def load(
         lock_timeout=seconds(settings, "LOCK_TIMEOUT", 600.0, maximum=MAX_TIMEOUT),
         # 0 would make every deploy time out at once.
         deploy_timeout=seconds(settings, "DEPLOY_TIMEOUT", 600.0, allow_zero=False, maximum=MAX_TIMEOUT),
+        retry_failed_max=seconds(settings, "RETRY_FAILED_MAX", 3600.0, maximum=7 * 86400),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,

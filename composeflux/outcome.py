@@ -35,6 +35,10 @@ class StackOutcome:
     commit: str | None = None  # the commit its containers now run, when it was deployed or unchanged
     error: str | None = None  # FAILED only: what went wrong (masked)
     tree: TreeRevision | None = None  # what the stack's own tree holds now, when this sync changed it
+    # FAILED only: what failed ("render:<cache key>" or "deploy:<stack hash>"), so that the same
+    # inputs are not retried on every run; and whether it was not even tried (backoff).
+    inputs: str | None = None
+    held: bool = False
 
     @property
     def changed_something(self) -> bool:

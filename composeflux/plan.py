@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from composeflux.deployed import DeployedStack
 from composeflux.errors import UnsafePruneError
@@ -68,11 +68,14 @@ def make_plan(
     others: dict[str, str],
     remove_orphans: bool,
     allow_prune_all: bool,
+    held: Mapping[str, tuple[str, str]] | None = None,
 ) -> Plan:
     """desired: every stack directory found in Git, in deploy order: its hashes, or why it
     cannot be deployed (a failed stack is still in Git: it is never pruned). The plan lists
     the stacks deleted from Git first, then `desired` in its order.
-    others: Compose projects on the engine that this instance did not deploy -> owner."""
+    others: Compose projects on the engine that this instance did not deploy -> owner.
+    held: name -> (stack hash, why): a stack whose deploy failed with exactly this hash is not
+    tried again yet (failure backoff); it stays failed."""
     stacks = []
     in_git = set()
     for item in desired:
@@ -85,7 +88,11 @@ def make_plan(
             stacks.append(StackPlan(name, Action.FAILED, reason, item.stack_hash))
         else:
             reason = compare(item, deployed.get(name), remove_orphans)
-            stacks.append(StackPlan(name, Action.DEPLOY if reason else Action.UNCHANGED, reason, item.stack_hash))
+            waiting = (held or {}).get(name)
+            if reason and waiting is not None and waiting[0] == item.stack_hash:
+                stacks.append(StackPlan(name, Action.FAILED, waiting[1], item.stack_hash))
+            else:
+                stacks.append(StackPlan(name, Action.DEPLOY if reason else Action.UNCHANGED, reason, item.stack_hash))
 
     gone = sorted(set(deployed) - in_git)
     if gone and not in_git and not allow_prune_all:

@@ -52,6 +52,26 @@ class RenderCache:
         self.fresh[stack.name] = entry
         return StackHashes(stack.name, entry["stack_hash"], dict(entry["service_hashes"]), tuple(entry["dependencies"]))
 
+    def key(self, stack: Stack, renderer: Renderer | None = None) -> str:
+        """A fingerprint of what this stack's render reads, for failure backoff: every input
+        where they can be listed, else (a compose file that does not even parse) the Git tree
+        of its directory and its variables."""
+        renderer = renderer or self.renderer
+        exact = self._key(stack, [], renderer)
+        if exact is not None:
+            return exact
+        directory = renderer.relative_path(stack.directory)
+        return renderer.hmac(
+            "render-fallback",
+            {
+                "composeflux": __version__,
+                "compose": self.compose_version,
+                "stack": stack.name,
+                "tree": renderer.checkout.object_ids.get(directory) if directory is not None else None,
+                "env": renderer.env,
+            },
+        )
+
     def store(self, stack: Stack, hashes: StackHashes, renderer: Renderer | None = None) -> None:
         key = self._key(stack, list(hashes.dependencies), renderer or self.renderer)
         if key is not None:

@@ -9,7 +9,8 @@
                        deployed: {commit, hash, time} | null,    the commit its containers run
                        good: {commit, hash, time} | null,        the last one that converged
                        consecutive_failures, failing_since,
-                       tree: {commit, paths} | null}},           what its own tree holds
+                       tree: {commit, paths} | null,             what its own tree holds
+                       failed_inputs, retry_after}},             failure backoff
      "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
 
 `record()` is a pure function from the previous state and a run's outcome to the next state;
@@ -41,6 +42,7 @@ STATE_FILE = "state.json"
 LEGACY_STATE_FILE = "last-sync.json"  # composeflux 0.1
 VERSION = 1
 HISTORY_LIMIT = 50
+RETRY_BASE = 300  # seconds: the interval of the packaged timer, where failure backoff starts
 MODE = 0o640
 
 
@@ -71,6 +73,8 @@ class StackRecord:
     consecutive_failures: int = 0
     failing_since: str | None = None
     tree: TreeRevision | None = None  # what the stack's own tree holds (trees.py)
+    failed_inputs: str | None = None  # what failed: not retried before retry_after unless it changes
+    retry_after: str | None = None
 
     @classmethod
     def from_json(cls, data: JSON) -> StackRecord:
@@ -86,6 +90,8 @@ class StackRecord:
             consecutive_failures=failures if isinstance(failures, int) and failures >= 0 else 0,
             failing_since=_str(data.get("failing_since")),
             tree=_tree(data.get("tree")),
+            failed_inputs=_str(data.get("failed_inputs")),
+            retry_after=_str(data.get("retry_after")),
         )
 
 
@@ -189,7 +195,24 @@ def migrate_legacy(data: JSON) -> State:
     return State(last_sync=last, stacks=stacks, history=(last.history_entry(),))
 
 
-def record(previous: State, outcome: SyncOutcome, *, branch: str, repository: str, time: str | None = None) -> State:
+def backoff(failures: int, maximum: float) -> float:
+    """Seconds before the same failing inputs are tried again: the timer's interval, doubling
+    with every consecutive failure, at most `maximum` (0: retry on every sync)."""
+    if maximum <= 0:
+        return 0.0
+    return float(min(RETRY_BASE * 2 ** max(failures - 1, 0), maximum))
+
+
+def held_back(record: StackRecord | None, at: str) -> str | None:
+    """The inputs this stack is not retried with at time `at`, or None."""
+    if record is None or not record.failed_inputs or not record.retry_after:
+        return None
+    return record.failed_inputs if at < record.retry_after else None
+
+
+def record(
+    previous: State, outcome: SyncOutcome, *, branch: str, repository: str, time: str | None = None, retry_max: float = 0.0
+) -> State:
     """The state after a (real, not dry) run with this outcome."""
     time = time or now()
     last = LastSync(
@@ -211,22 +234,28 @@ def record(previous: State, outcome: SyncOutcome, *, branch: str, repository: st
         if stack.action is Action.PRUNE:
             stacks.pop(stack.name, None)  # removed from the host: nothing left to remember
         else:
-            stacks[stack.name] = _next_record(stacks.get(stack.name, StackRecord()), stack, time)
+            stacks[stack.name] = _next_record(stacks.get(stack.name, StackRecord()), stack, time, retry_max)
     history = (*previous.history, last.history_entry())[-HISTORY_LIMIT:]
     return State(last_sync=last, stacks=stacks, history=history)
 
 
-def _next_record(record: StackRecord, stack: StackOutcome, time: str) -> StackRecord:
+def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max: float) -> StackRecord:
     if stack.tree is not None:
         record = dataclasses.replace(record, tree=stack.tree)
+    if stack.action is Action.FAILED and stack.held:
+        return dataclasses.replace(record, last_action=stack.action.value)  # not tried: nothing new
     if stack.action is Action.FAILED:
+        failures = record.consecutive_failures + 1
+        wait = backoff(failures, retry_max) if stack.inputs else 0.0
         return dataclasses.replace(
             record,
             last_action=stack.action.value,
             last_reason=stack.reason,
             last_error=stack.error or stack.reason,
-            consecutive_failures=record.consecutive_failures + 1,
+            consecutive_failures=failures,
             failing_since=record.failing_since or time,
+            failed_inputs=stack.inputs if wait else None,
+            retry_after=_later(time, wait) if wait else None,
         )
     if stack.action in (Action.DEPLOY, Action.UNCHANGED):
         deployed = record.deployed
@@ -244,6 +273,14 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str) -> StackRe
         )
     # KEEP, SKIPPED: nothing happened to the stack; only say so.
     return dataclasses.replace(record, last_action=stack.action.value, last_reason=stack.reason)
+
+
+def _later(time: str, seconds: float) -> str:
+    try:
+        moment = datetime.datetime.fromisoformat(time)
+    except ValueError:
+        moment = datetime.datetime.now(datetime.timezone.utc)
+    return (moment + datetime.timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 
 # -- the file ------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 class Options:
     dry_run: bool = False  # decided here only: print the plan, change nothing
     allow_prune_all: bool = False
+    retry_failed: bool = False  # try failed stacks now, whatever their backoff
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +112,8 @@ def _drain_trigger_requests(config: Config) -> None:
 
 def _save_state(config: Config, previous: state.State, outcome: SyncOutcome) -> bool:
     try:
-        state.save(config.state_dir, state.record(previous, outcome, branch=config.branch, repository=config.repo_url))
+        next_state = state.record(previous, outcome, branch=config.branch, repository=config.repo_url, retry_max=config.retry_failed_max)
+        state.save(config.state_dir, next_state)
     except OSError as exc:
         log.error("Cannot record this sync: %s", state_error(config.state_dir / state.STATE_FILE, exc))
         return False
@@ -148,6 +150,9 @@ class _Run:
         self.checkout: Checkout | None = None
         self.plan: Plan | None = None
         self.done: list[StackOutcome] = []
+        self.started = state.now()
+        self.failed_inputs: dict[str, str] = {}  # stack -> what failed to render ("render:<key>")
+        self.held: set[str] = set()  # stacks not tried this time (failure backoff)
 
     def outcome(self) -> SyncOutcome:
         try:
@@ -183,9 +188,32 @@ class _Run:
             elif planned.action in (Action.DEPLOY, Action.PRUNE):
                 result.append(StackOutcome(planned.name, Action.SKIPPED, planned.reason, planned.stack_hash))
             else:
-                error = planned.reason if planned.action is Action.FAILED else None
-                result.append(StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, error=error))
+                result.append(self._planned_outcome(planned))
         return tuple(result)
+
+    def _planned_outcome(self, planned: StackPlan, commit: str | None = None) -> StackOutcome:
+        """What happened to a stack the plan left alone: unchanged, kept, or failed before any
+        change (render, a name taken, backoff)."""
+        if planned.action is not Action.FAILED:
+            return StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, commit=commit)
+        return StackOutcome(
+            planned.name, Action.FAILED, planned.reason, planned.stack_hash, commit=commit, error=planned.reason,
+            inputs=self.failed_inputs.get(planned.name), held=planned.name in self.held,
+        )
+
+    def _holding(self, name: str, kind: str) -> str | None:
+        """The inputs of `kind` (render, deploy) this stack is not retried with now, or None."""
+        if self.options.retry_failed or self.config.retry_failed_max <= 0:
+            return None
+        inputs = state.held_back(self.previous.stacks.get(name), self.started)
+        return inputs.partition(":")[2] if inputs and inputs.startswith(f"{kind}:") else None
+
+    def _why_held(self, name: str) -> str:
+        record = self.previous.stacks[name]
+        return (
+            f"{record.last_error} (failed {record.consecutive_failures} time(s) with these inputs; tried again after "
+            f"{record.retry_after}, when they change, or with `composeflux sync --retry-failed`)"
+        )
 
     def _steps(self, cleanup: contextlib.ExitStack) -> SyncOutcome:
         config = self.config
@@ -239,7 +267,13 @@ class _Run:
 
         self.notify("rendering")
         desired, rendered = self._render_all(discovery, renderers, environments, cache)
-        self.plan = plan = make_plan(desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all)
+        held = {}
+        for item in desired:
+            waiting = self._holding(item.name, "deploy") if isinstance(item, StackHashes) else None
+            if waiting is not None:
+                held[item.name] = (waiting, self._why_held(item.name))
+        self.plan = plan = make_plan(desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held)
+        self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
         if self.options.dry_run:
             return SyncOutcome(
                 ExitStatus.STACKS_FAILED if plan.with_action(Action.FAILED) else ExitStatus.OK,
@@ -298,6 +332,13 @@ class _Run:
             if cached is not None:
                 desired.append(cached)
                 continue
+            key = cache.key(stack, renderer)
+            if self._holding(stack.name, "render") == key:
+                # It failed to render with exactly these inputs, and rendering is deterministic.
+                desired.append(StackProblem(stack.name, self._why_held(stack.name)))
+                self.held.add(stack.name)
+                self.failed_inputs[stack.name] = f"render:{key}"
+                continue
             for line in environments[stack.name].shadowed:  # said when it matters: its inputs changed
                 log.warning("Variables %s", line, extra={STACK: stack.name})
             try:
@@ -305,6 +346,7 @@ class _Run:
             except RenderError as exc:
                 message = self._short_paths(str(exc))
                 desired.append(StackProblem(stack.name, message))
+                self.failed_inputs[stack.name] = f"render:{key}"
                 log.error("%s", message, extra={STACK: stack.name, ACTION: "failed"})
                 continue
             cache.store(stack, fresh.hashes, renderer)
@@ -353,7 +395,10 @@ class _Run:
             message = self.config.masker(str(exc) if not isinstance(exc, OSError) else f"cannot update its files: {exc}")
             message = self._short_paths(message)
             log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})
-            return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree)
+            return StackOutcome(
+                planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree,
+                inputs=f"deploy:{planned.stack_hash}",
+            )
         return StackOutcome(
             planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit,
             tree=tree,
@@ -416,7 +461,8 @@ class _Run:
     def _untouched(self, planned: StackPlan, engine: EngineState) -> StackOutcome:
         if planned.action not in (Action.UNCHANGED, Action.FAILED):
             log.info("%s: %s", planned.action.value.capitalize(), planned.reason, extra={STACK: planned.name, ACTION: planned.action.value})
+        elif planned.name in self.held:
+            log.info("Not retried yet: %s", planned.reason, extra={STACK: planned.name, ACTION: "failed"})
         deployed = engine.managed.get(planned.name)
         commit = deployed.containers[0].labels.get(COMMIT) if deployed and deployed.containers else None
-        error = planned.reason if planned.action is Action.FAILED else None
-        return StackOutcome(planned.name, planned.action, planned.reason, planned.stack_hash, commit=commit, error=error)
+        return self._planned_outcome(planned, commit)

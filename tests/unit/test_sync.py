@@ -62,7 +62,7 @@ def test_a_broken_stack_fails_alone_and_is_counted(cfx, repo):
     record = cfx.state()
     assert record.last_sync.result == "failed"
     assert record.stacks["bad"].consecutive_failures == 1 and "docker compose config failed" in record.stacks["bad"].last_error
-    cfx()
+    cfx(retry_failed=True)  # tried again (else it waits out its backoff: test_backoff.py)
     assert cfx.state().stacks["bad"].consecutive_failures == 2
 
 
