@@ -108,12 +108,18 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str, submodules
                                          "that are in this repository (make it a directory of it)"))
             continue
         found = _stack_from_directory(entry, checkout_real)
-        if found is None:
+        if found is None and any((entry / override).is_file() for _, override in COMPOSE_FILES):
+            log.warning("%s holds only a Compose override file, no compose.yaml: not a stack", entry.name)
+        elif found is None:
             log.debug("%s holds no compose file: not a stack", entry.name)
         elif isinstance(found, StackProblem):
             problems.append(found)
         else:
             stacks.append(found)
+    stacks, clashes = _unique(stacks)
+    problems += clashes
+    if not stacks and not problems:
+        _say_where_stacks_are(checkout, root)
 
     known = {s.name for s in stacks} | {p.name for p in problems}
     for name in stack_config.startup_order:
@@ -152,12 +158,61 @@ def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | Stack
         if is_lfs_pointer(file):
             return StackProblem(name, f"{file.name} is a Git LFS pointer: composeflux does not fetch LFS content")
     if not PROJECT_NAME.match(name):
-        return StackProblem(
-            name,
-            f"directory name {name!r} is not a valid Compose project name "
-            "(lowercase letters, digits, '-' and '_', starting with a letter or digit)",
-        )
+        normalized = project_name(name)
+        if not normalized:
+            return StackProblem(
+                name,
+                f"directory name {name!r} gives no valid Compose project name "
+                "(lowercase letters, digits, '-' and '_', starting with a letter or digit)",
+            )
+        log.warning("Directory %s is deployed as the Compose project %s (the name Compose gives it)", name, normalized)
+        name = normalized
     return Stack(name=name, directory=directory, compose_files=tuple(files))
+
+
+def _say_where_stacks_are(checkout: Path, root: Path, depth: int = 4) -> None:
+    """No stack under STACK_PATH is never silent: say where compose files are, if anywhere."""
+    names = {main for main, _ in COMPOSE_FILES}
+    found: list[Path] = []
+    base_depth = len(root.parts)
+    for directory, subdirectories, files in os.walk(root):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+        if len(Path(directory).parts) - base_depth >= depth:
+            subdirectories[:] = []
+        if names & set(files) and Path(directory) != root:
+            found.append(Path(directory))
+    where = root.relative_to(checkout).as_posix() if root != checkout else "."
+    if not found:
+        log.warning("No stack found: no directory under STACK_PATH %s holds a compose file", where)
+        return
+    parents = sorted({path.parent.relative_to(checkout).as_posix() for path in found})
+    found.sort()
+    shown = ", ".join(path.relative_to(checkout).as_posix() for path in found[:5]) + (" ..." if len(found) > 5 else "")
+    log.warning(
+        "No stack found directly under STACK_PATH %s, but compose files lie deeper (%s); STACK_PATH=%s would find them",
+        where, shown, " ".join(parents),
+    )
+
+
+def _unique(stacks: list[Stack]) -> tuple[list[Stack], list[StackProblem]]:
+    """Stacks whose directories map to one project name all fail, naming each other."""
+    by_name: dict[str, list[Stack]] = {}
+    for stack in stacks:
+        by_name.setdefault(stack.name, []).append(stack)
+    unique = [group[0] for group in by_name.values() if len(group) == 1]
+    clashes = [
+        StackProblem(name, f"directories {', '.join(sorted(s.directory.name for s in group))} are all the Compose project {name}")
+        for name, group in by_name.items()
+        if len(group) > 1
+    ]
+    return unique, clashes
+
+
+def project_name(directory_name: str) -> str:
+    """The Compose project name of a directory, as Compose derives it: lower case, characters
+    other than letters, digits, '-' and '_' dropped, and no leading '-' or '_'."""
+    name = re.sub(r"[^a-z0-9_-]", "", directory_name.lower())
+    return name.lstrip("-_")
 
 
 # libyaml's parser where Debian's python3-yaml has it (it does): ten times faster on a large file.

@@ -40,7 +40,7 @@ from composeflux.render import Renderer, RenderError, load_hash_key
 from composeflux.render_cache import RenderCache
 from composeflux.rendered import RenderedStack, StackHashes, StackProblem
 from composeflux.sdnotify import Notifier
-from composeflux.stacks import Discovery, Stack, StackConfig, discover
+from composeflux.stacks import PROJECT_NAME, Discovery, Stack, StackConfig, discover, project_name
 from composeflux.trees import TREES_DIR, GitObjects, StackTrees, export, migrate_checkout, overlay
 
 log = logging.getLogger(__name__)
@@ -275,6 +275,7 @@ class _Run:
         self.plan = plan = make_plan(desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
         if self.options.dry_run:
+            cache.save()  # hashes only: the next dry run, and the real sync, need not render again
             return SyncOutcome(
                 ExitStatus.STACKS_FAILED if plan.with_action(Action.FAILED) else ExitStatus.OK,
                 self._stacks_so_far(),
@@ -429,13 +430,15 @@ class _Run:
     def _overlay(self, checkout: Checkout, trees: StackTrees) -> None:
         """Every stack tree's untracked files (a git-ignored .env, an env_file kept on the host)
         appear in the checkout next to the files from Git, before discovery and render see it."""
+        root = checkout.path / self.config.stack_path
         try:
-            names = sorted(entry.name for entry in os.scandir(trees.root) if entry.is_dir(follow_symlinks=False))
-        except FileNotFoundError:
+            directories = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
             return
-        for name in names:
-            directory = (PurePosixPath(self.config.stack_path) / name).as_posix()
-            overlay(trees.path(name), checkout.path, directory)
+        for directory in directories:
+            name = directory if PROJECT_NAME.match(directory) else project_name(directory)
+            if name and trees.exists(name):
+                overlay(trees.path(name), checkout.path, (PurePosixPath(self.config.stack_path) / directory).as_posix())
 
     @staticmethod
     def _relative(checkout: Checkout, stack: Stack) -> str:

@@ -30,10 +30,28 @@ def test_discovery_rules(tmp_path):
     })
     found = discover(tmp_path, "stacks", "stack.yml")
     assert {s.name: [f.name for f in s.compose_files] for s in found.stacks} == {
+        "badname": ["compose.yaml"],  # the name Compose gives the directory Bad.Name
         "db": ["docker-compose.yml"],
         "web": ["compose.yaml", "compose.override.yaml"],
     }
-    assert [(e.name, "not a valid Compose project name" in e.reason) for e in found.problems] == [("Bad.Name", True)]
+    assert found.problems == []
+
+
+def test_directory_names_become_compose_project_names_and_clashes_fail_both(tmp_path, caplog):
+    make(tmp_path, {
+        "stacks/transfer.sh/compose.yaml": SERVICE,
+        "stacks/Web.App/compose.yaml": SERVICE,
+        "stacks/webapp/compose.yaml": SERVICE,
+        "stacks/__/compose.yaml": SERVICE,
+    })
+    found = discover(tmp_path, "stacks", "stack.yml")
+    assert [s.name for s in found.stacks] == ["transfersh"]
+    assert "Directory transfer.sh is deployed as the Compose project transfersh" in caplog.text
+    assert sorted((p.name, p.reason) for p in found.problems) == [
+        ("__", "directory name '__' gives no valid Compose project name "
+               "(lowercase letters, digits, '-' and '_', starting with a letter or digit)"),
+        ("webapp", "directories Web.App, webapp are all the Compose project webapp"),
+    ]
 
 
 def test_symlink_out_of_the_checkout_is_an_error_for_that_stack_only(tmp_path):
@@ -99,3 +117,19 @@ def test_invalid_stack_yml_names_file_and_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as error:
         load_stack_config(tmp_path / "stack.yml")
     assert str(error.value).startswith(message)
+
+
+def test_no_stack_found_is_never_silent(tmp_path, caplog):
+    make(tmp_path, {
+        "stacks/apps/web/compose.yaml": SERVICE,
+        "stacks/apps/db/docker-compose.yml": SERVICE,
+        "stacks/only-override/compose.override.yaml": SERVICE,
+    })
+    found = discover(tmp_path, "stacks", "stack.yml")
+    assert found.stacks == [] and found.problems == []
+    assert "only-override holds only a Compose override file, no compose.yaml: not a stack" in caplog.text
+    assert "compose files lie deeper (stacks/apps/db, stacks/apps/web); STACK_PATH=stacks/apps would find them" in caplog.text
+    caplog.clear()
+    make(tmp_path / "empty", {"stacks/notes/README.md": "hi"})
+    discover(tmp_path / "empty", "stacks", "stack.yml")
+    assert "No stack found: no directory under STACK_PATH stacks holds a compose file" in caplog.text
