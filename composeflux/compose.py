@@ -14,10 +14,11 @@ import json
 import os
 import re
 import resource
+import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from composeflux.errors import EngineError
@@ -31,6 +32,9 @@ RENDER_MEMORY = 2 << 30  # bytes of address space for one `docker compose config
 # What the docker CLI says when the engine is gone (the socket is missing or refuses).
 ENGINE_GONE = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
 UNSET_VARIABLE = re.compile(r'The \\?"(\w+)\\?" variable is not set')
+# Variables the docker CLI or Compose read themselves: never given a made-up value (see unset_sentinels).
+CLI_VARIABLE = re.compile(r"(?:DOCKER|COMPOSE|BUILDKIT|BUILDX)_\w*|HOME|PATH|TMPDIR|XDG_\w+")
+SENTINEL_PREFIX = "cfx-unset-"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,3 +145,31 @@ def engine_unreachable(result: Result) -> bool:
 def unset_variables(stderr: str) -> list[str]:
     """Variables Compose warned about ("... variable is not set. Defaulting to a blank string.")."""
     return sorted(set(UNSET_VARIABLE.findall(stderr)))
+
+
+def unset_sentinels(names: Collection[str]) -> dict[str, str]:
+    """A made-up value for each of `names`, unique and unguessable (`cfx-unset-<random hex>-NAME`),
+    to render the project once more with: where one shows up in that render, its variable really
+    reaches the project. The variables the docker CLI or Compose read themselves (DOCKER_*,
+    COMPOSE_*, HOME, ...) get none: they would change how the CLI works, not what it renders."""
+    return {name: f"{SENTINEL_PREFIX}{secrets.token_hex(8)}-{name}" for name in names if not CLI_VARIABLE.fullmatch(name)}
+
+
+def numeric_sentinels(names: Collection[str]) -> dict[str, str]:
+    """Distinct random numbers (10000-65535, valid as a port) for the variables whose made-up text
+    Compose rejected: it validates a port number even in a service that is not deployed."""
+    numbers = secrets.SystemRandom().sample(range(10000, 65536), len(names))
+    return {name: str(number) for name, number in zip(sorted(names), numbers, strict=True)}
+
+
+def revealed(text: str, sentinels: Mapping[str, str]) -> set[str]:
+    """The variables whose made-up value appears in `text` (Compose output, any letter case)."""
+    lowered = text.lower()
+    found = set()
+    for name, value in sentinels.items():
+        if value.isdigit():
+            if re.search(rf"(?<!\d){value}(?!\d)", text):
+                found.add(name)
+        elif value.lower() in lowered:
+            found.add(name)
+    return found

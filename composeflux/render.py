@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from composeflux.checkout import Checkout
-from composeflux.compose import Compose, unset_variables
+from composeflux.compose import UNSET_VARIABLE, Compose, Result, numeric_sentinels, revealed, unset_sentinels, unset_variables
 from composeflux.errors import StateError, state_error
 from composeflux.inputs import UnknownInputs, render_inputs
 from composeflux.rendered import JSON, RenderedStack, StackHashes
@@ -122,23 +122,76 @@ class Renderer:
 
     def render(self, stack: Stack) -> RenderedStack:
         self._check_inputs(stack)
-        result = self.compose.config(stack.name, stack.directory, stack.compose_files, self.env)
+        result = self._config(stack, {})
+        warned = unset_variables(result.stderr)
         if result.returncode != 0:
-            raise RenderError(f"docker compose config failed: {self.mask(_compose_error(result.stderr))}")
-        missing = unset_variables(result.stderr)
-        if missing:
-            raise RenderError(
-                f"variable(s) {', '.join(missing)} used without a value or default "
-                "(define them in stack.yml envs, the secrets provider or the stack's .env)"
-            )
+            error = f"docker compose config failed: {self.mask(_compose_error(result.stderr))}"
+            culprits = self._blank_culprits(stack, result, warned) if warned else []
+            raise RenderError(f"{_unset_message(culprits)}; {error}" if culprits else error)
         try:
             project = json.loads(result.stdout)
         except json.JSONDecodeError:
             raise RenderError("docker compose config did not print a JSON project") from None
+        if warned:
+            used = self._unset_in_use(stack, project, warned)
+            if used:
+                raise RenderError(_unset_message(used))
+            log.debug("%s: variable(s) %s not set, but not used by what is deployed", stack.name, ", ".join(warned))
+        # The first render is what is hashed and deployed: Compose's own, with blanks where the
+        # unused variables were. The renders with sentinels are only searched (_unset_in_use).
         if self.tree_root is None:
             return self._hash(stack, project, self.root)
         tree = self.tree_root(stack.name)
         return self._hash(stack, relocate(project, self.root, tree), tree)
+
+    def _config(self, stack: Stack, made_up: Mapping[str, str]) -> Result:
+        return self.compose.config(stack.name, stack.directory, stack.compose_files, {**self.env, **made_up})
+
+    # Compose warns about every ${VAR} without a value in the files, also in a service of an
+    # inactive profile or an `extends` variant nobody extends. Which of them reach the project is
+    # found by rendering once more with a unique made-up value (a sentinel) for each: where a
+    # sentinel shows up, its variable is used. That render's output and errors contain sentinels:
+    # they are only searched, never deployed, logged or quoted.
+
+    def _unset_in_use(self, stack: Stack, project: dict[str, JSON], warned: list[str]) -> list[str]:
+        """Of the variables Compose warned about, those whose blank reaches the rendered project
+        (or may: whatever cannot be told apart counts as used, as before)."""
+        sentinels = unset_sentinels(warned)
+        used = {name for name in warned if name not in sentinels}  # the CLI's own variables
+        probe = self._config(stack, sentinels)
+        if probe.returncode != 0:
+            # A made-up text where Compose wants a number (a port, validated even in a service
+            # that is not deployed): try numbers for the variables named in the error.
+            rejected = revealed(probe.stderr, sentinels)
+            if not rejected:
+                return warned
+            sentinels = {**sentinels, **numeric_sentinels(rejected)}
+            probe = self._config(stack, sentinels)
+            if probe.returncode != 0:
+                return sorted(revealed(probe.stderr, sentinels) | used) or warned
+        still_unset = set(unset_variables(probe.stderr)) & set(sentinels)  # Compose did not see the value
+        used |= revealed(probe.stdout, sentinels) | still_unset
+        if used:
+            return sorted(used)
+        try:
+            probed = json.loads(probe.stdout)
+        except json.JSONDecodeError:
+            return warned
+        # No sentinel shows, so the values may only have changed the project's shape (a variable
+        # in `profiles:`): then, and only then, is it the same project as the first render.
+        return [] if probed == project else warned
+
+    def _blank_culprits(self, stack: Stack, failed: Result, warned: list[str]) -> list[str]:
+        """Of the variables Compose warned about, those that made it fail (a volume
+        `${DATA_DIR}:/data` is `:/data`): none if the render with sentinels fails the same way."""
+        sentinels = unset_sentinels(warned)
+        unprobed = {name for name in warned if name not in sentinels}
+        probe = self._config(stack, sentinels)
+        if probe.returncode != 0 and _error_lines(probe.stderr) == _error_lines(failed.stderr):
+            return sorted(unprobed)  # not the blanks' doing (the CLI's own variables cannot be told)
+        if probe.returncode == 0:
+            return warned  # values for all of them make it render: the blanks together broke it
+        return sorted(revealed(probe.stderr, sentinels) | unprobed) or warned
 
     def _check_inputs(self, stack: Stack) -> None:
         """Refuse a stack whose compose files would make Compose read a file from outside the
@@ -264,6 +317,21 @@ def _service_resources(project: dict[str, JSON], service: dict[str, JSON]) -> di
     }
 
 
+def _unset_message(names: list[str]) -> str:
+    return (
+        f"variable(s) {', '.join(names)} used without a value or default "
+        "(define them in stack.yml envs, the secrets provider or the stack's .env)"
+    )
+
+
+def _error_lines(stderr: str) -> list[str]:
+    """Compose's error, without its warnings (an unset variable's is named by composeflux)."""
+    return [
+        line.strip()
+        for line in stderr.splitlines()
+        if line.strip() and "level=warning" not in line and not UNSET_VARIABLE.search(line)
+    ]
+
+
 def _compose_error(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip() and "level=warning" not in line]
-    return "; ".join(lines[-5:]) or "no error message"
+    return "; ".join(_error_lines(stderr)[-5:]) or "no error message"
