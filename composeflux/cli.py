@@ -40,6 +40,10 @@ def sync_options(function: F) -> F:
         click.option(
             "--retry-failed", is_flag=True, help="Try failed stacks now, even those waiting out their backoff (RETRY_FAILED_MAX)."
         ),
+        click.option(
+            "--adopt", "adopt", metavar="NAME", multiple=True,
+            help="Take over the Compose project NAME, deployed by something else, once (repeatable).",
+        ),
         click.option("--repo-url", metavar="URL", help="Override GIT_REPO_URL."),
         click.option("--branch", metavar="BRANCH", help="Override GIT_BRANCH."),
         click.option("--stack-path", metavar="PATH", help="Override STACK_PATH."),
@@ -140,6 +144,7 @@ def run_sync(
     dry_run: bool,
     allow_prune_all: bool,
     retry_failed: bool,
+    adopt: tuple[str, ...],
     log_level: str | None,
     log_format: str | None,
     **overrides: str | None,
@@ -158,5 +163,5 @@ def run_sync(
 
     from composeflux import sync  # Git and Compose: loaded only for a sync, not for --version or status
 
-    options = sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed)
+    options = sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed, adopt=frozenset(adopt))
     return sync.run(config, options, commit_field=commit_field)

@@ -24,6 +24,7 @@ COMMIT = "compose.stack.commit"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_ONEOFF = "com.docker.compose.oneoff"
+UNMANAGED = "not deployed by composeflux"  # what EngineState.others says of such a project
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +76,7 @@ def engine_state(containers: list[tuple[str, Container]], instance_id: str) -> E
         elif labels.get(MANAGED_BY) == MANAGED_BY_VALUE:
             others[project] = f"another composeflux instance ({labels.get(INSTANCE, '?')})"
         else:
-            others.setdefault(project, "not deployed by composeflux")
+            others.setdefault(project, UNMANAGED)
     return EngineState(
         managed={name: DeployedStack(name, tuple(items)) for name, items in managed.items()},
         others={name: owner for name, owner in others.items() if name not in managed},

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
-from composeflux.deployed import DeployedStack
+from composeflux.deployed import UNMANAGED, DeployedStack
 from composeflux.errors import UnsafePruneError
 from composeflux.rendered import StackHashes, StackProblem
 
@@ -69,13 +69,16 @@ def make_plan(
     remove_orphans: bool,
     allow_prune_all: bool,
     held: Mapping[str, tuple[str, str]] | None = None,
+    adopt: Collection[str] = (),
 ) -> Plan:
     """desired: every stack directory found in Git, in deploy order: its hashes, or why it
     cannot be deployed (a failed stack is still in Git: it is never pruned). The plan lists
     the stacks deleted from Git first, then `desired` in its order.
     others: Compose projects on the engine that this instance did not deploy -> owner.
     held: name -> (stack hash, why): a stack whose deploy failed with exactly this hash is not
-    tried again yet (failure backoff); it stays failed."""
+    tried again yet (failure backoff); it stays failed.
+    adopt: names of Compose projects deployed by something else (not another composeflux
+    instance) that this sync takes over, as asked (`sync --adopt NAME`)."""
     stacks = []
     in_git = set()
     for item in desired:
@@ -83,8 +86,15 @@ def make_plan(
         in_git.add(name)
         if isinstance(item, StackProblem):
             stacks.append(StackPlan(name, Action.FAILED, item.reason))
+        elif name in others and name in (adopt or ()) and others[name] == UNMANAGED:
+            stacks.append(StackPlan(name, Action.DEPLOY, f"adopting the Compose project {name}, {UNMANAGED}", item.stack_hash))
         elif name in others:
-            reason = f"a Compose project {name!r} already exists, {others[name]}; remove it or rename the stack directory"
+            reason = (
+                f"a Compose project {name!r} already exists, {others[name]}; remove it, rename the stack directory, "
+                f"or take it over once with `composeflux sync --adopt {name}`"
+            )
+            if others[name] != UNMANAGED:  # another composeflux instance's: never taken over
+                reason = f"a Compose project {name!r} already exists, {others[name]}; remove it or rename the stack directory"
             stacks.append(StackPlan(name, Action.FAILED, reason, item.stack_hash))
         else:
             reason = compare(item, deployed.get(name), remove_orphans)

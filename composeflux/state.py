@@ -279,7 +279,7 @@ def _later(time: str, seconds: float) -> str:
     try:
         moment = datetime.datetime.fromisoformat(time)
     except ValueError:
-        moment = datetime.datetime.now(datetime.timezone.utc)
+        moment = datetime.datetime.now(datetime.UTC)
     return (moment + datetime.timedelta(seconds=seconds)).isoformat(timespec="seconds")
 
 

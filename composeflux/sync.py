@@ -51,6 +51,7 @@ class Options:
     dry_run: bool = False  # decided here only: print the plan, change nothing
     allow_prune_all: bool = False
     retry_failed: bool = False  # try failed stacks now, whatever their backoff
+    adopt: frozenset[str] = frozenset()  # Compose projects deployed by something else, to take over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +154,7 @@ class _Run:
         self.started = state.now()
         self.failed_inputs: dict[str, str] = {}  # stack -> what failed to render ("render:<key>")
         self.held: set[str] = set()  # stacks not tried this time (failure backoff)
+        self.reported: set[str] = set()  # stacks whose failure is in the log already (each once)
 
     def outcome(self) -> SyncOutcome:
         try:
@@ -272,7 +274,11 @@ class _Run:
             waiting = self._holding(item.name, "deploy") if isinstance(item, StackHashes) else None
             if waiting is not None:
                 held[item.name] = (waiting, self._why_held(item.name))
-        self.plan = plan = make_plan(desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held)
+        self.plan = plan = make_plan(
+            desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt
+        )
+        for name in sorted(self.options.adopt - {p.name for p in plan.stacks if p.reason.startswith("adopting")}):
+            log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
         if self.options.dry_run:
             cache.save()  # hashes only: the next dry run, and the real sync, need not render again
@@ -318,6 +324,7 @@ class _Run:
         discovery = discover(checkout.path, Path(self.config.stack_path), self.config.stack_config_file, checkout.submodules)
         for problem in discovery.problems:
             log.error("%s", problem.reason, extra={STACK: problem.name, ACTION: "failed"})
+            self.reported.add(problem.name)
         return discovery
 
     def _render_all(
@@ -349,6 +356,7 @@ class _Run:
                 desired.append(StackProblem(stack.name, message))
                 self.failed_inputs[stack.name] = f"render:{key}"
                 log.error("%s", message, extra={STACK: stack.name, ACTION: "failed"})
+                self.reported.add(stack.name)
                 continue
             cache.store(stack, fresh.hashes, renderer)
             rendered[stack.name] = fresh
@@ -466,6 +474,8 @@ class _Run:
             log.info("%s: %s", planned.action.value.capitalize(), planned.reason, extra={STACK: planned.name, ACTION: planned.action.value})
         elif planned.name in self.held:
             log.info("Not retried yet: %s", planned.reason, extra={STACK: planned.name, ACTION: "failed"})
+        elif planned.action is Action.FAILED and planned.name not in self.reported:
+            log.error("%s", planned.reason, extra={STACK: planned.name, ACTION: "failed"})
         deployed = engine.managed.get(planned.name)
         commit = deployed.containers[0].labels.get(COMMIT) if deployed and deployed.containers else None
         return self._planned_outcome(planned, commit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import containers, service_yaml
+from tests.conftest import containers, run, service_yaml
 
 pytestmark = pytest.mark.docker
 
@@ -53,3 +53,20 @@ def test_errors_show_paths_relative_to_the_repository(cfx, repo, prefix):
     assert result.stderr.count(f"error: {name}:") == 1  # each failure once
     summary = result.stderr.strip().splitlines()[-1]
     assert summary == f"1 deployed, 0 unchanged, 0 pruned, 1 failed ({name})"
+
+
+def test_a_project_started_by_hand_is_adopted_once_when_asked(cfx, repo, prefix, tmp_path):
+    name = f"{prefix}-legacy"
+    by_hand = tmp_path / "by-hand"
+    by_hand.mkdir()
+    (by_hand / "compose.yaml").write_text(service_yaml())
+    run("docker", "compose", "-p", name, "up", "-d", cwd=by_hand)
+    repo.add_stack(name)
+    repo.commit()
+    refused = cfx.sync(expect=1)
+    assert f"composeflux sync --adopt {name}" in refused.stderr
+    assert "compose.stack.managed-by" not in containers(name)["app"].labels
+
+    cfx.sync("--adopt", name)
+    assert containers(name)["app"].labels["compose.stack.managed-by"] == "composeflux"
+    assert "0 deployed, 1 unchanged" in cfx.sync().stderr  # ours from now on

@@ -244,3 +244,26 @@ def test_one_info_line_per_stack_action_and_compose_progress_at_debug(cfx, repo,
     cfx(LOG_LEVEL="DEBUG")
     err = capsys.readouterr().err
     assert "web: Container web-app-1  Started" in err and "Secrets provider none returned 0 value(s)" in err
+
+
+def test_a_project_deployed_by_something_else_is_adopted_only_when_asked(cfx, repo, caplog):
+    repo.add_stack("legacy")
+    repo.commit()
+    cfx.compose.projects["legacy"] = {"services": {"app": {"labels": {}}}}  # `docker compose up` by hand
+    assert cfx() is ExitStatus.STACKS_FAILED
+    assert "or take it over once with `composeflux sync --adopt legacy`" in cfx.state().stacks["legacy"].last_error
+    assert cfx.compose.called("up") == []
+    assert cfx(adopt=frozenset({"legacy", "nothing-like-it"})) is ExitStatus.OK
+    assert cfx.compose.called("up") == ["legacy"]
+    assert "adopting the Compose project legacy" in cfx.state().stacks["legacy"].last_reason
+    assert "--adopt nothing-like-it: no stack of that name was deployed by something else" in caplog.text
+    assert cfx() is ExitStatus.OK and cfx.compose.called("up") == ["legacy"]  # ours from now on
+
+
+def test_a_stack_of_another_composeflux_instance_is_never_adopted(cfx, repo):
+    repo.add_stack("theirs")
+    repo.commit()
+    labels = {"compose.stack.managed-by": "composeflux", "compose.stack.instance": "0123456789abcdef"}
+    cfx.compose.projects["theirs"] = {"services": {"app": {"labels": labels}}}
+    assert cfx(adopt=frozenset({"theirs"})) is ExitStatus.STACKS_FAILED
+    assert cfx.compose.called("up") == []
