@@ -19,6 +19,7 @@ from composeflux.deployed import (
     engine_state,
 )
 from composeflux.errors import EngineError
+from composeflux.preflight import EngineFacts
 from composeflux.rendered import JSON
 
 EXIT_CODE = re.compile(r"^Exited \((\d+)\)")
@@ -79,3 +80,29 @@ def release(project: str, instance_id: str) -> None:
         return
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         raise EngineError(f"cannot release the claim on {project}: {exc}") from None
+
+
+def read_facts() -> EngineFacts:
+    """What `docker compose up` will meet on the engine: networks, volumes, local images, and
+    the container names and published ports of every container (for the preflight checks)."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        networks = frozenset(n["Name"] for n in client.api.networks())  # type: ignore[no-untyped-call]  # untyped in types-docker
+        volumes = frozenset(v["Name"] for v in (client.api.volumes().get("Volumes") or []))
+        images = frozenset(
+            reference for image in client.api.images() for reference in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+        )
+        listing = client.api.containers(all=True)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot read networks, volumes and images from the Docker engine: {exc}") from None
+    names: dict[str, str] = {}
+    ports: dict[tuple[str, int, str], str] = {}
+    for item in listing:
+        project = (item.get("Labels") or {}).get(COMPOSE_PROJECT) or f"container {item['Id'][:12]}"
+        for name in item.get("Names") or []:
+            names[name.lstrip("/")] = project
+        if item.get("State") == "running":
+            for port in item.get("Ports") or []:
+                if port.get("PublicPort"):
+                    ports[(port.get("IP") or "", int(port["PublicPort"]), port.get("Type") or "tcp")] = project
+    return EngineFacts(networks, volumes, images, names, ports)

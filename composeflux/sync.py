@@ -36,9 +36,10 @@ from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
 from composeflux.outcome import StackOutcome, SyncOutcome
 from composeflux.plan import Action, Plan, StackPlan, make_plan
+from composeflux.preflight import EngineFacts, Provided, check
 from composeflux.render import Renderer, RenderError, load_hash_key
 from composeflux.render_cache import RenderCache
-from composeflux.rendered import RenderedStack, StackHashes, StackProblem
+from composeflux.rendered import JSON, RenderedStack, StackHashes, StackProblem
 from composeflux.sdnotify import Notifier
 from composeflux.stacks import PROJECT_NAME, Discovery, Stack, StackConfig, discover, project_name
 from composeflux.trees import TREES_DIR, GitObjects, StackTrees, export, migrate_checkout, overlay
@@ -62,12 +63,13 @@ class Tools:
     read_engine: Callable[[str], EngineState]
     claim: Callable[[str, str], str | None]  # (project, instance) -> who else holds the name, or None
     release: Callable[[str, str], None]
+    read_facts: Callable[[], EngineFacts]  # for the checks before `up`
 
 
 def default_tools() -> Tools:
     from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
 
-    return Tools(Compose(), engine.read_state, engine.claim, engine.release)
+    return Tools(Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts)
 
 
 def run(
@@ -155,6 +157,8 @@ class _Run:
         self.failed_inputs: dict[str, str] = {}  # stack -> what failed to render ("render:<key>")
         self.held: set[str] = set()  # stacks not tried this time (failure backoff)
         self.reported: set[str] = set()  # stacks whose failure is in the log already (each once)
+        self.facts: EngineFacts | None = None  # read at the first deploy (after the prunes)
+        self.provided = Provided()
 
     def outcome(self) -> SyncOutcome:
         try:
@@ -192,6 +196,38 @@ class _Run:
             else:
                 result.append(self._planned_outcome(planned))
         return tuple(result)
+
+    def _preflight(self, name: str, project: dict[str, JSON]) -> list[str]:
+        """The checks before `up` (preflight.py), against the engine as it is after the prunes
+        of this sync (they come first) and what the stacks deployed before this one create."""
+        if self.facts is None:
+            pruned = {p.name for p in self.plan.stacks if p.action is Action.PRUNE} if self.plan else set()
+            facts = self.tools_in_use.read_facts()
+            self.facts = dataclasses.replace(
+                facts,
+                container_names={n: p for n, p in facts.container_names.items() if p not in pruned},
+                ports={k: p for k, p in facts.ports.items() if p not in pruned},
+            )
+        return check(name, project, self.facts, self.provided)
+
+    def _preflight_plan(
+        self, plan: Plan, discovery: Discovery, renderers: dict[str, Renderer], rendered: dict[str, RenderedStack]
+    ) -> Plan:
+        """A dry run's plan with the checks a real deploy would make: what would fail, fails."""
+        stacks = {stack.name: stack for stack in discovery.stacks}
+        checked = []
+        for planned in plan.stacks:
+            if planned.action is Action.DEPLOY:
+                try:
+                    fresh = rendered.get(planned.name) or renderers[planned.name].render(stacks[planned.name])
+                except RenderError as exc:
+                    problems = [self._short_paths(str(exc))]
+                else:
+                    problems = self._preflight(planned.name, fresh.project)
+                if problems:
+                    planned = dataclasses.replace(planned, action=Action.FAILED, reason="cannot come up: " + "; ".join(problems))
+            checked.append(planned)
+        return dataclasses.replace(plan, stacks=tuple(checked))
 
     def _planned_outcome(self, planned: StackPlan, commit: str | None = None) -> StackOutcome:
         """What happened to a stack the plan left alone: unchanged, kept, or failed before any
@@ -281,6 +317,7 @@ class _Run:
             log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
         if self.options.dry_run:
+            self.plan = plan = self._preflight_plan(plan, discovery, renderers, rendered)
             cache.save()  # hashes only: the next dry run, and the real sync, need not render again
             return SyncOutcome(
                 ExitStatus.STACKS_FAILED if plan.with_action(Action.FAILED) else ExitStatus.OK,
@@ -385,6 +422,10 @@ class _Run:
                 cache.store(stack, fresh.hashes, renderer)
                 if fresh.hashes.stack_hash != planned.stack_hash:
                     log.warning("The stack rendered differently than when it was planned; deploying the new render", extra=fields)
+            problems = self._preflight(planned.name, fresh.project)
+            if problems:  # nothing of it is touched; not held back: the engine may change any time
+                log.error("Cannot come up: %s", "; ".join(problems), extra={**fields, ACTION: "failed"})
+                return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error="; ".join(problems))
             project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id)
             if planned.name not in engine.managed:
                 # A first deployment: take the name atomically, or leave it to who has it.

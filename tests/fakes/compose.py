@@ -23,6 +23,7 @@ import yaml
 from composeflux.compose import Compose, Result
 from composeflux.deployed import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, EngineState, engine_state
 from composeflux.environment import read_dotenv
+from composeflux.preflight import EngineFacts
 from composeflux.sync import Tools
 
 VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -39,6 +40,7 @@ class FakeCompose(Compose):
         self.fail_up: dict[str, str] = {}  # project -> stderr of a failing `up`
         self.on_up: Callable[[str], None] | None = None  # called before each `up` (to break things)
         self.claims: dict[str, str] = {}  # project -> instance that claimed the name
+        self.extra_networks: set[str] = set()  # networks that exist on the fake engine anyway
 
     def version(self) -> str:
         self.calls.append(("version", ""))
@@ -122,8 +124,22 @@ class FakeCompose(Compose):
         if self.claims.get(project) == instance_id:
             del self.claims[project]
 
+    def read_facts(self) -> EngineFacts:
+        """Networks and volumes the fake's projects created (plus `extra_networks`), their
+        container names and published ports; every image is present."""
+        networks, names, ports = set(self.extra_networks), {}, {}
+        for project, document in self.projects.items():
+            defined = (document.get("networks") or {}).items()
+            networks |= {str(n.get("name") or f"{project}_{key}") for key, n in defined if not n.get("external")}
+            for service, definition in (document.get("services") or {}).items():
+                names[definition.get("container_name") or f"{project}-{service}-1"] = project
+                for port in definition.get("ports") or []:
+                    if isinstance(port, dict) and port.get("published"):
+                        ports[(port.get("host_ip") or "", int(port["published"]), port.get("protocol") or "tcp")] = project
+        return EngineFacts(frozenset(networks), frozenset(), frozenset(), names, ports)
+
     def tools(self) -> Tools:
-        return Tools(self, self.read_engine, self.claim, self.release)
+        return Tools(self, self.read_engine, self.claim, self.release, self.read_facts)
 
     def called(self, verb: str) -> list[str]:
         return [project for name, project in self.calls if name == verb]

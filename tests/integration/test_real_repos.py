@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import containers, run, service_yaml
+from tests.conftest import containers, free_port, run, service_yaml
 
 pytestmark = pytest.mark.docker
 
@@ -70,3 +70,25 @@ def test_a_project_started_by_hand_is_adopted_once_when_asked(cfx, repo, prefix,
     cfx.sync("--adopt", name)
     assert containers(name)["app"].labels["compose.stack.managed-by"] == "composeflux"
     assert "0 deployed, 1 unchanged" in cfx.sync().stderr  # ours from now on
+
+
+def test_a_dry_run_predicts_what_up_would_refuse_and_the_sync_fails_only_those(cfx, repo, prefix, tmp_path):
+    port = free_port()
+    other = f"{prefix}-squatter"
+    by_hand = tmp_path / "by-hand"
+    by_hand.mkdir()
+    (by_hand / "compose.yaml").write_text(service_yaml() + f'    ports: ["127.0.0.1:{port}:8080"]\n')
+    run("docker", "compose", "-p", other, "up", "-d", cwd=by_hand)
+    repo.write(f"{prefix}-port/compose.yaml", service_yaml() + f'    ports: ["127.0.0.1:{port}:8080"]\n')
+    repo.write(f"{prefix}-net/compose.yaml", service_yaml() + "    networks: [proxy]\n"
+               + f"networks:\n  proxy:\n    name: {prefix}-proxy\n    external: true\n")
+    repo.add_stack(f"{prefix}-fine")
+    repo.commit()
+    planned = cfx.sync("--dry-run", expect=1)
+    assert f"host port {port}/tcp of service app is published by the project {other}" in planned.stdout
+    assert f"external network {prefix}-proxy does not exist" in planned.stdout
+    result = cfx.sync(expect=1)
+    assert f"1 deployed, 0 unchanged, 0 pruned, 2 failed ({prefix}-net, {prefix}-port)" in result.stderr
+    assert containers(f"{prefix}-port") == {} and containers(f"{prefix}-net") == {}
+    run("docker", "network", "create", f"{prefix}-proxy")
+    assert "1 deployed, 1 unchanged" in cfx.sync(expect=1).stderr  # the network is there now
