@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from composeflux.deployed import UNMANAGED, DeployedStack
 from composeflux.errors import UnsafePruneError
@@ -60,6 +60,28 @@ class Plan:
         }
         counts = {action: len(self.with_action(action)) for action in words}
         return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a is not Action.KEEP)
+
+
+def network_order(items: list[StackHashes | StackProblem], first: Sequence[str]) -> list[StackHashes | StackProblem]:
+    """`items` (startup_order first, then by name) with every stack that needs an external
+    network after the stack that creates it; startup_order still goes first, as given."""
+    pinned = set(first)
+    head = [item for item in items if item.name in pinned]
+    rest = [item for item in items if item.name not in pinned]
+    creators = {network: item.name for item in rest if isinstance(item, StackHashes) for network in item.creates}
+    after: dict[str, set[str]] = {item.name: set() for item in rest}
+    for item in rest:
+        if isinstance(item, StackHashes):
+            after[item.name] = {creators[n] for n in item.needs if n in creators and creators[n] != item.name}
+    ordered: list[StackHashes | StackProblem] = []
+    placed: set[str] = set()
+    pending = list(rest)
+    while pending:
+        ready = next((item for item in pending if after[item.name] <= placed), pending[0])  # a cycle: as they were
+        ordered.append(ready)
+        placed.add(ready.name)
+        pending.remove(ready)
+    return head + ordered
 
 
 def make_plan(

@@ -234,7 +234,11 @@ class Renderer:
         stack_hash = self.hmac("stack", {"project": project, "files": all_files})
         stack_dir = self.relative_path(stack.directory)
         dependencies = sorted(path for path in all_files if not _inside(path, stack_dir))
-        return RenderedStack(StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies)), project)
+        networks = {key: n for key, n in (project.get("networks") or {}).items() if isinstance(n, dict)}
+        creates = sorted(str(n.get("name") or f"{stack.name}_{key}") for key, n in networks.items() if not n.get("external"))
+        needs = sorted(str(n.get("name") or key) for key, n in networks.items() if n.get("external"))
+        hashes = StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies), tuple(creates), tuple(needs))
+        return RenderedStack(hashes, project)
 
     def _service_files(self, project: dict[str, JSON], service: dict[str, JSON], base: Path) -> dict[str, str]:
         """Checkout-relative path -> content id of the tracked local files this service uses."""

@@ -50,7 +50,10 @@ class RenderCache:
         if key is None or key != entry["key"]:
             return None
         self.fresh[stack.name] = entry
-        return StackHashes(stack.name, entry["stack_hash"], dict(entry["service_hashes"]), tuple(entry["dependencies"]))
+        return StackHashes(
+            stack.name, entry["stack_hash"], dict(entry["service_hashes"]), tuple(entry["dependencies"]),
+            tuple(entry["creates"]), tuple(entry["needs"]),
+        )
 
     def key(self, stack: Stack, renderer: Renderer | None = None) -> str:
         """A fingerprint of what this stack's render reads, for failure backoff: every input
@@ -80,6 +83,8 @@ class RenderCache:
                 "stack_hash": hashes.stack_hash,
                 "service_hashes": hashes.service_hashes,
                 "dependencies": list(hashes.dependencies),
+                "creates": list(hashes.creates),
+                "needs": list(hashes.needs),
             }
 
     def save(self) -> None:
@@ -146,5 +151,7 @@ def _well_formed(entry: JSON) -> dict[str, JSON] | None:
         and strings(list(entry["service_hashes"]))
         and strings(list(entry["service_hashes"].values()))
         and strings(entry.get("dependencies"))
+        and strings(entry.get("creates"))
+        and strings(entry.get("needs"))
     )
     return entry if well_formed else None

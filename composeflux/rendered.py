@@ -21,6 +21,9 @@ class StackHashes:
     service_hashes: dict[str, str]
     # Paths whose content the render and hash depend on, beyond the stack's own directory.
     dependencies: tuple[str, ...] = ()
+    # Networks it creates, and external ones it needs: who must be deployed before whom.
+    creates: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

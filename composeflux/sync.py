@@ -35,7 +35,7 @@ from composeflux.gitsource import GitSource, deploy_key
 from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
 from composeflux.outcome import StackOutcome, SyncOutcome
-from composeflux.plan import Action, Plan, StackPlan, make_plan
+from composeflux.plan import Action, Plan, StackPlan, make_plan, network_order
 from composeflux.preflight import EngineFacts, Provided, check
 from composeflux.render import Renderer, RenderError, load_hash_key
 from composeflux.render_cache import RenderCache
@@ -305,6 +305,7 @@ class _Run:
 
         self.notify("rendering")
         desired, rendered = self._render_all(discovery, renderers, environments, cache)
+        desired = network_order(desired, stack_config.startup_order)
         held = {}
         for item in desired:
             waiting = self._holding(item.name, "deploy") if isinstance(item, StackHashes) else None

@@ -92,3 +92,16 @@ def test_a_dry_run_predicts_what_up_would_refuse_and_the_sync_fails_only_those(c
     assert containers(f"{prefix}-port") == {} and containers(f"{prefix}-net") == {}
     run("docker", "network", "create", f"{prefix}-proxy")
     assert "1 deployed, 1 unchanged" in cfx.sync(expect=1).stderr  # the network is there now
+
+
+def test_the_stack_that_creates_a_network_is_deployed_before_those_that_use_it(cfx, repo, prefix):
+    network = f"{prefix}-proxy"
+    # "a-app" comes first by name, but needs the network that "z-edge" creates.
+    repo.write(f"{prefix}-a-app/compose.yaml", service_yaml() + "    networks: [proxy]\n"
+               + f"networks:\n  proxy:\n    name: {network}\n    external: true\n")
+    repo.write(f"{prefix}-z-edge/compose.yaml", service_yaml() + "    networks: [proxy]\n" + f"networks:\n  proxy:\n    name: {network}\n")
+    repo.commit()
+    result = cfx.sync()
+    order = [line.split(":")[0] for line in result.stderr.splitlines() if ": Deploying:" in line]
+    assert order == [f"{prefix}-z-edge", f"{prefix}-a-app"]
+    assert containers(f"{prefix}-a-app")["app"].state == "running"

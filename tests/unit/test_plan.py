@@ -4,7 +4,7 @@ import pytest
 
 from composeflux.deployed import SERVICE_HASH, Container, DeployedStack
 from composeflux.errors import UnsafePruneError
-from composeflux.plan import Action, make_plan
+from composeflux.plan import Action, make_plan, network_order
 from composeflux.rendered import StackHashes, StackProblem
 
 
@@ -88,3 +88,19 @@ def test_pruning_everything_needs_explicit_permission():
 def test_plan_lines_for_dry_run():
     plan = plan_for([("web", rendered("web", app="h"))], {})
     assert plan.lines() == ["deploy     web  stack-web     new"]
+
+
+def test_a_stack_that_creates_a_network_goes_before_the_ones_that_use_it():
+    def hashes(name, creates=(), needs=()):
+        return StackHashes(name, f"h-{name}", {}, (), tuple(creates), tuple(needs))
+
+    items = [hashes("db"), hashes("app", needs=["proxy"]), hashes("edge", creates=["proxy", "edge_default"]),
+             StackProblem("broken", "x"), hashes("zz", needs=["elsewhere"])]
+    first = [items[0]]
+    ordered = network_order(first + items[1:], ["db"])
+    assert [item.name for item in ordered] == ["db", "edge", "app", "broken", "zz"]
+    # startup_order still goes first, even before a creator of what it needs
+    assert [item.name for item in network_order(items, ["app"])][:1] == ["app"]
+    # a cycle keeps the order it had
+    loop = [hashes("a", creates=["x"], needs=["y"]), hashes("b", creates=["y"], needs=["x"])]
+    assert [item.name for item in network_order(loop, [])] == ["a", "b"]
