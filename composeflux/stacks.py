@@ -157,6 +157,12 @@ def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | Stack
             return StackProblem(name, f"{file.name} is a symlink leading outside the checkout")
         if is_lfs_pointer(file):
             return StackProblem(name, f"{file.name} is a Git LFS pointer: composeflux does not fetch LFS content")
+    declared = _declared_name(files)
+    if declared is not None and declared != name:
+        if PROJECT_NAME.match(declared):
+            log.info("Directory %s is deployed as the Compose project %s, the name its compose file gives", name, declared)
+            return Stack(name=declared, directory=directory, compose_files=tuple(files))
+        log.warning("%s: the name %r in its compose file is no valid Compose project name; using the directory's", name, declared)
     if not PROJECT_NAME.match(name):
         normalized = project_name(name)
         if not normalized:
@@ -168,6 +174,24 @@ def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | Stack
         log.warning("Directory %s is deployed as the Compose project %s (the name Compose gives it)", name, normalized)
         name = normalized
     return Stack(name=name, directory=directory, compose_files=tuple(files))
+
+
+def _declared_name(files: list[Path]) -> str | None:
+    """The top-level `name:` of the compose files (the last one that sets it wins, as in Compose's
+    merge), which `docker compose up` would use as the project name; None if none sets it, or
+    if it is built from a variable (then the directory name is used, and the log says so)."""
+    declared = None
+    for file in files:
+        try:
+            document = yaml.load(file.read_text(encoding="utf-8"), Loader=_SafeLoader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return None  # Compose will say what is wrong with it
+        if isinstance(document, dict) and isinstance(document.get("name"), str):
+            declared = document["name"]
+    if declared is not None and "$" in declared:
+        log.warning("The project name %r in %s comes from a variable; the directory name is used", declared, files[0].parent.name)
+        return None
+    return declared
 
 
 def _say_where_stacks_are(checkout: Path, root: Path, depth: int = 4) -> None:

@@ -480,14 +480,19 @@ class _Run:
     def _overlay(self, checkout: Checkout, trees: StackTrees) -> None:
         """Every stack tree's untracked files (a git-ignored .env, an env_file kept on the host)
         appear in the checkout next to the files from Git, before discovery and render see it."""
+        done = set()
+        for name, record in self.previous.stacks.items():  # where each tree's stack lives in Git
+            if record.tree and record.tree.paths and trees.exists(name):
+                overlay(trees.path(name), checkout.path, record.tree.paths[0])
+                done.add(name)
         root = checkout.path / self.config.stack_path
         try:
             directories = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
         except (FileNotFoundError, NotADirectoryError):
             return
-        for directory in directories:
+        for directory in directories:  # trees the state does not know (migrated, state lost)
             name = directory if PROJECT_NAME.match(directory) else project_name(directory)
-            if name and trees.exists(name):
+            if name and name not in done and trees.exists(name):
                 overlay(trees.path(name), checkout.path, (PurePosixPath(self.config.stack_path) / directory).as_posix())
 
     @staticmethod

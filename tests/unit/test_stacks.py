@@ -133,3 +133,18 @@ def test_no_stack_found_is_never_silent(tmp_path, caplog):
     make(tmp_path / "empty", {"stacks/notes/README.md": "hi"})
     discover(tmp_path / "empty", "stacks", "stack.yml")
     assert "No stack found: no directory under STACK_PATH stacks holds a compose file" in caplog.text
+
+
+def test_a_top_level_name_in_the_compose_file_is_the_project_name(tmp_path, caplog):
+    make(tmp_path, {
+        "stacks/media-server/compose.yaml": "name: jellyfin\n" + SERVICE,
+        "stacks/other/compose.yaml": "name: jellyfin\n" + SERVICE,  # collides with the first
+        "stacks/vars/compose.yaml": "name: ${PROJECT}\n" + SERVICE,
+        "stacks/bad/compose.yaml": "name: Not Valid\n" + SERVICE,
+        "stacks/over/compose.yaml": "name: base\n" + SERVICE,
+        "stacks/over/compose.override.yaml": "name: overridden\n",
+    })
+    found = discover(tmp_path, "stacks", "stack.yml")
+    assert sorted(s.name for s in found.stacks) == ["bad", "overridden", "vars"]
+    assert [(p.name, p.reason) for p in found.problems] == [("jellyfin", "directories media-server, other are all the Compose project jellyfin")]
+    assert "comes from a variable; the directory name is used" in caplog.text
