@@ -105,3 +105,11 @@ def test_the_stack_that_creates_a_network_is_deployed_before_those_that_use_it(c
     order = [line.split(":")[0] for line in result.stderr.splitlines() if ": Deploying:" in line]
     assert order == [f"{prefix}-z-edge", f"{prefix}-a-app"]
     assert containers(f"{prefix}-a-app")["app"].state == "running"
+
+
+def test_a_top_level_name_is_the_project_name_as_compose_up_would_use(cfx, repo, prefix):
+    repo.write("media/compose.yaml", f"name: {prefix}-jellyfin\n" + service_yaml())
+    repo.commit()
+    cfx.sync()
+    assert containers(f"{prefix}-jellyfin")["app"].state == "running"
+    assert "0 deployed, 1 unchanged" in cfx.sync().stderr
