@@ -260,3 +260,34 @@ def test_the_name_of_a_new_stack_is_claimed_atomically_and_released_when_pruned(
     cfx.sync()
     assert run("docker", "volume", "inspect", f"{mine}_composeflux-claim", check=False).returncode != 0
     assert run("docker", "volume", "inspect", f"{theirs}_composeflux-claim", check=False).returncode == 0  # not ours
+
+
+def test_a_secret_in_the_forms_compose_quotes_it_never_shows(cfx, repo, prefix, tmp_path):
+    secret = 'se"cr\\et va=lue9'
+    secrets_file = tmp_path / "secrets.env"
+    secrets_file.write_text(f"S='{secret}'\n")
+    secrets_file.chmod(0o600)
+    cfx.settings(SECRETS_PROVIDER="file", SECRETS_FILE=str(secrets_file))
+    # Compose quotes the value Go-style (\" and \\), or as it is, in its errors.
+    for key in ("cpus", "stop_grace_period", "mem_limit"):
+        repo.write(f"{prefix}-{key.replace('_', '-')}/compose.yaml", service_yaml() + f"    {key}: ${{S}}\n")
+    repo.commit()
+    result = cfx.sync(expect=1)
+    assert "0 deployed, 0 unchanged, 0 pruned, 3 failed" in result.stderr and "***" in result.stderr
+    shown = result.stderr + result.stdout + (cfx.state / "state.json").read_text()
+    for form in (secret, json.dumps(secret)[1:-1], 'se\\"cr\\\\et va=lue9', "se%22cr%5Cet"):
+        assert form not in shown, form
+
+
+def test_damaged_state_files_against_the_real_engine(cfx, repo, prefix):
+    repo.add_stack(f"{prefix}-web")
+    repo.commit()
+    cfx.sync()
+    (cfx.state / "render-cache.json").write_text("[junk")
+    (cfx.state / "state.json").write_text("{junk")
+    assert "0 deployed, 1 unchanged" in cfx.sync().stderr
+    assert any(p.name.startswith("state.json.damaged-") for p in cfx.state.iterdir())
+    (cfx.state / "hash.key").write_text("not a key\n")
+    result = cfx.sync(expect=9)
+    assert "hash.key is damaged" in result.stderr and "Traceback" not in result.stderr
+    assert containers(f"{prefix}-web")["app"].state == "running"  # nothing was touched
