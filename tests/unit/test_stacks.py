@@ -146,5 +146,6 @@ def test_a_top_level_name_in_the_compose_file_is_the_project_name(tmp_path, capl
     })
     found = discover(tmp_path, "stacks", "stack.yml")
     assert sorted(s.name for s in found.stacks) == ["bad", "overridden", "vars"]
-    assert [(p.name, p.reason) for p in found.problems] == [("jellyfin", "directories media-server, other are all the Compose project jellyfin")]
+    clash = "directories media-server, other are all the Compose project jellyfin"
+    assert [(p.name, p.reason) for p in found.problems] == [("jellyfin", clash)]
     assert "comes from a variable; the directory name is used" in caplog.text
