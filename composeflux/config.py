@@ -68,9 +68,9 @@ BRANCH_PATTERN = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$")
 class Config:
     repo_url: str  # without credentials: safe to log and to store in .git/config
     branch: str
-    stack_path: PurePosixPath  # relative to the repository root
+    stack_paths: tuple[PurePosixPath, ...]  # the directories holding stacks, relative to the repository root
     clone_path: Path
-    stack_config_file: str  # stack.yml, relative to stack_path
+    stack_config_file: str  # stack.yml, relative to each of stack_paths
     ssh_key_path: Path | None
     ssh_known_hosts: Path
     ssh_host_key_checking: str
@@ -99,7 +99,8 @@ class Config:
     def instance_id(self) -> str:
         """Identifies this repository + STACK_PATH, so instances sharing an engine never collide.
         The URL is normalised so that switching between SSH and HTTPS keeps the same instance."""
-        digest = hashlib.sha256(f"{repository_identity(self.repo_url)}\0{self.stack_path}".encode())
+        paths = " ".join(str(path) for path in self.stack_paths)  # one path: as composeflux 0.1 had it
+        digest = hashlib.sha256(f"{repository_identity(self.repo_url)}\0{paths}".encode())
         return digest.hexdigest()[:16]
 
 
@@ -185,14 +186,25 @@ def _repo_url(settings: Mapping[str, str]) -> tuple[str, str | None, str | None]
     return _split_credentials(raw)
 
 
-def _stack_path(settings: Mapping[str, str]) -> PurePosixPath:
+def _stack_paths(settings: Mapping[str, str]) -> tuple[PurePosixPath, ...]:
+    """STACK_PATH: one directory, or several separated by blanks or commas."""
     raw = settings.get("STACK_PATH", "").strip()
     if not raw:
         raise ConfigError("STACK_PATH: required (the directory in the repository that holds the stacks; '.' for the root)")
-    path = PurePosixPath(raw.strip("/") or ".")
-    if path.is_absolute() or ".." in path.parts:
-        raise ConfigError(f"STACK_PATH: must be a path inside the repository, got {raw!r}")
-    return path
+    paths: list[PurePosixPath] = []
+    for item in re.split(r"[\s,]+", raw):
+        if not item:
+            continue
+        path = PurePosixPath(item.strip("/") or ".")
+        if ".." in path.parts:
+            raise ConfigError(f"STACK_PATH: must be a path inside the repository, got {item!r}")
+        if path not in paths:
+            paths.append(path)
+    for path in paths:
+        for other in paths:
+            if path != other and (str(other) == "." or path.is_relative_to(other)):
+                raise ConfigError(f"STACK_PATH: {path} lies inside {other}; name directories that do not contain each other")
+    return tuple(paths)
 
 
 def _state_dir(environ: Mapping[str, str]) -> Path:
@@ -247,7 +259,7 @@ def load(
     config = Config(
         repo_url=repo_url,
         branch=branch,
-        stack_path=_stack_path(settings),
+        stack_paths=_stack_paths(settings),
         clone_path=clone_path,
         stack_config_file=stack_config_file,
         ssh_key_path=Path(ssh_key) if ssh_key else None,

@@ -17,8 +17,8 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Collection
-from pathlib import Path, PurePosixPath
+from collections.abc import Collection, Sequence
+from pathlib import Path, PurePath, PurePosixPath
 
 import yaml
 
@@ -85,21 +85,80 @@ class Discovery:
         return first + rest
 
 
-def discover(checkout: Path, stack_path: Path, config_file_name: str, submodules: Collection[str] = ()) -> Discovery:
-    """Find the stacks under checkout/stack_path. Raises ConfigError for a broken stack.yml.
+def discover(
+    checkout: Path,
+    stack_paths: str | PurePath | Sequence[str | PurePath],
+    config_file_name: str,
+    submodules: Collection[str] = (),
+) -> Discovery:
+    """Find the stacks under each of checkout/stack_paths. Raises ConfigError for a broken stack.yml.
 
+    Each directory may have its stack.yml; their settings add up, and a stack, a variable or a
+    startup_order entry given in two of them is an error. A stack name found under two of the
+    directories fails both stacks.
     `submodules`: repository-relative paths that are Git submodules; one of them in place of a
     stack directory is a problem of that stack (its files are not in this repository), never
     a stack that silently vanished."""
-    root = (checkout / stack_path)
+    paths = [stack_paths] if isinstance(stack_paths, (str, PurePath)) else list(stack_paths)
     checkout_real = checkout.resolve()
-    config_path = root / config_file_name
-    if config_path.exists() and not config_path.resolve().is_relative_to(checkout_real):
-        raise ConfigError(f"{config_file_name}: a symlink leading outside the repository")
-    stack_config = load_stack_config(config_path)
     stacks: list[Stack] = []
     problems: list[StackProblem] = []
-    prefix = "" if str(stack_path) in ("", ".") else f"{PurePosixPath(stack_path).as_posix()}/"
+    configs: list[tuple[str, StackConfig]] = []
+    for stack_path in paths:
+        root = checkout / stack_path
+        config_path = root / config_file_name
+        if config_path.exists() and not config_path.resolve().is_relative_to(checkout_real):
+            raise ConfigError(f"{config_file_name}: a symlink leading outside the repository")
+        configs.append((str(PurePosixPath(stack_path) / config_file_name), load_stack_config(config_path)))
+        _scan(root, PurePosixPath(stack_path), checkout_real, submodules, stacks, problems)
+    stack_config = _merge(configs)
+    stacks, clashes = _unique(stacks)
+    problems += clashes
+    if not stacks and not problems:
+        for stack_path in paths:
+            _say_where_stacks_are(checkout, checkout / stack_path)
+
+    known = {s.name for s in stacks} | {p.name for p in problems}
+    for name in stack_config.startup_order:
+        if name not in known:
+            log.warning("%s: startup_order names %r, but there is no such stack directory", config_file_name, name)
+    for name in sorted(set(stack_config.stacks) - known):
+        log.warning("%s: stacks names %r, but there is no such stack directory", config_file_name, name)
+    return Discovery(stacks=stacks, problems=problems, stack_config=stack_config)
+
+
+def _merge(configs: list[tuple[str, StackConfig]]) -> StackConfig:
+    """The stack.yml files of several STACK_PATH directories as one; nothing may be given twice."""
+    if len(configs) == 1:
+        return configs[0][1]
+    order: list[str] = []
+    envs: dict[str, str] = {}
+    stacks: dict[str, StackSettings] = {}
+    origin: dict[tuple[str, str], str] = {}
+    for file, config in configs:
+        for kind, names in (("startup_order", config.startup_order), ("envs", config.envs), ("stacks", config.stacks)):
+            for name in names:
+                if (kind, name) in origin:
+                    raise ConfigError(f"{file}: {kind}: {name} is given in {origin[kind, name]} too")
+                origin[kind, name] = file
+        order += config.startup_order
+        envs.update(config.envs)
+        stacks.update(config.stacks)
+    return StackConfig(tuple(order), envs, stacks)
+
+
+def _scan(
+    root: Path,
+    stack_path: PurePosixPath,
+    checkout_real: Path,
+    submodules: Collection[str],
+    stacks: list[Stack],
+    problems: list[StackProblem],
+) -> None:
+    """The stacks directly under one STACK_PATH directory, appended to `stacks` and `problems`."""
+    if not root.is_dir():
+        return
+    prefix = "" if str(stack_path) in ("", ".") else f"{stack_path.as_posix()}/"
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or not entry.is_dir():
             continue
@@ -116,18 +175,6 @@ def discover(checkout: Path, stack_path: Path, config_file_name: str, submodules
             problems.append(found)
         else:
             stacks.append(found)
-    stacks, clashes = _unique(stacks)
-    problems += clashes
-    if not stacks and not problems:
-        _say_where_stacks_are(checkout, root)
-
-    known = {s.name for s in stacks} | {p.name for p in problems}
-    for name in stack_config.startup_order:
-        if name not in known:
-            log.warning("%s: startup_order names %r, but there is no such stack directory", config_file_name, name)
-    for name in sorted(set(stack_config.stacks) - known):
-        log.warning("%s: stacks names %r, but there is no such stack directory", config_file_name, name)
-    return Discovery(stacks=stacks, problems=problems, stack_config=stack_config)
 
 
 def _stack_from_directory(directory: Path, checkout_real: Path) -> Stack | StackProblem | None:
@@ -225,11 +272,19 @@ def _unique(stacks: list[Stack]) -> tuple[list[Stack], list[StackProblem]]:
         by_name.setdefault(stack.name, []).append(stack)
     unique = [group[0] for group in by_name.values() if len(group) == 1]
     clashes = [
-        StackProblem(name, f"directories {', '.join(sorted(s.directory.name for s in group))} are all the Compose project {name}")
+        StackProblem(name, f"directories {', '.join(_shown(group))} are all the Compose project {name}")
         for name, group in by_name.items()
         if len(group) > 1
     ]
     return unique, clashes
+
+
+def _shown(group: list[Stack]) -> list[str]:
+    """The directories' names, with their parents where the names alone are the same."""
+    names = [stack.directory.name for stack in group]
+    if len(set(names)) < len(names):
+        names = [f"{stack.directory.parent.name}/{stack.directory.name}" for stack in group]
+    return sorted(names)
 
 
 def project_name(directory_name: str) -> str:

@@ -349,17 +349,19 @@ class _Run:
         return SyncOutcome(status, tuple(self.done), checkout.commit, config.masker(checkout.subject))
 
     def _discover(self, checkout: Checkout, engine: EngineState) -> Discovery:
-        root = checkout.path / self.config.stack_path
-        if not root.is_dir():
+        missing = [path for path in self.config.stack_paths if not (checkout.path / path).is_dir()]
+        for path in missing:
             if engine.managed and not self.allow_prune_all:
                 raise UnsafePruneError(
-                    f"STACK_PATH {self.config.stack_path} does not exist in commit {checkout.short_commit}, "
+                    f"STACK_PATH {path} does not exist in commit {checkout.short_commit}, "
                     f"but {len(engine.managed)} stack(s) are deployed; refusing to remove them. If that is really "
                     "intended, run `composeflux sync --allow-prune-all`"
                 )
-            log.warning("STACK_PATH %s does not exist in commit %s", self.config.stack_path, checkout.short_commit)
+            log.warning("STACK_PATH %s does not exist in commit %s", path, checkout.short_commit)
+        present = [path for path in self.config.stack_paths if path not in missing]
+        if not present:
             return Discovery([], [], StackConfig())
-        discovery = discover(checkout.path, Path(self.config.stack_path), self.config.stack_config_file, checkout.submodules)
+        discovery = discover(checkout.path, present, self.config.stack_config_file, checkout.submodules)
         for problem in discovery.problems:
             log.error("%s", problem.reason, extra={STACK: problem.name, ACTION: "failed"})
             self.reported.add(problem.name)
@@ -485,15 +487,16 @@ class _Run:
             if record.tree and record.tree.paths and trees.exists(name):
                 overlay(trees.path(name), checkout.path, record.tree.paths[0])
                 done.add(name)
-        root = checkout.path / self.config.stack_path
-        try:
-            directories = sorted(entry.name for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        for directory in directories:  # trees the state does not know (migrated, state lost)
-            name = directory if PROJECT_NAME.match(directory) else project_name(directory)
-            if name and name not in done and trees.exists(name):
-                overlay(trees.path(name), checkout.path, (PurePosixPath(self.config.stack_path) / directory).as_posix())
+        for stack_path in self.config.stack_paths:
+            try:
+                directories = sorted(e.name for e in os.scandir(checkout.path / stack_path) if e.is_dir(follow_symlinks=False))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for directory in directories:  # trees the state does not know (migrated, state lost)
+                name = directory if PROJECT_NAME.match(directory) else project_name(directory)
+                if name and name not in done and trees.exists(name):
+                    overlay(trees.path(name), checkout.path, (PurePosixPath(stack_path) / directory).as_posix())
+                    done.add(name)
 
     @staticmethod
     def _relative(checkout: Checkout, stack: Stack) -> str:
@@ -509,7 +512,7 @@ class _Run:
 
     def _migrate(self, clone: Path, trees: StackTrees) -> None:
         """composeflux 0.1 ran every stack from the clone: its untracked files move out now."""
-        done = migrate_checkout(clone, str(self.config.stack_path), trees, {})
+        done = migrate_checkout(clone, [str(path) for path in self.config.stack_paths], trees, {})
         if done:
             log.warning("Moving to per-stack working trees (%s): %d untracked entr%s of the old checkout %s moved",
                         trees.root, len(done), "y" if len(done) == 1 else "ies", clone)

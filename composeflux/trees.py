@@ -332,7 +332,7 @@ def export(objects: GitObjects, commit: str, destination: Path) -> None:
         StackTrees._write(destination / path, entry, blobs[entry.object_id])
 
 
-def migrate_checkout(clone: Path, stack_path: str, trees: StackTrees, env: dict[str, str]) -> list[str]:
+def migrate_checkout(clone: Path, stack_paths: str | list[str], trees: StackTrees, env: dict[str, str]) -> list[str]:
     """Move the untracked files of a composeflux 0.1 checkout (the one shared clone that every
     stack ran from) to where they belong now, before that clone becomes a pristine render
     checkout: what lies in a stack's directory moves into that stack's tree, anything else to
@@ -344,7 +344,8 @@ def migrate_checkout(clone: Path, stack_path: str, trees: StackTrees, env: dict[
     )
     if status.returncode != 0:
         raise GitSourceError(f"cannot list the untracked files of {clone}: {status.stderr.decode(errors='replace').strip()}")
-    prefix = "" if stack_path in ("", ".") else stack_path.strip("/") + "/"
+    paths = [stack_paths] if isinstance(stack_paths, str) else stack_paths
+    prefixes = ["" if path in ("", ".") else path.strip("/") + "/" for path in paths]
     stamp = timestamp()
     done = []
     for record in status.stdout.split(b"\0"):
@@ -353,7 +354,8 @@ def migrate_checkout(clone: Path, stack_path: str, trees: StackTrees, env: dict[
         code, path = record[:2].decode(), record[3:].decode("utf-8", errors="surrogateescape").rstrip("/")
         source = clone / path
         if code in ("??", "!!"):
-            inside = path[len(prefix):].split("/", 1) if path.startswith(prefix) else []
+            prefix = next((p for p in prefixes if path.startswith(p)), None)
+            inside = path[len(prefix):].split("/", 1) if prefix is not None else []
             if len(inside) == 2 or (len(inside) == 1 and source.is_dir() and not source.is_symlink()):
                 destination = trees.path(inside[0]) / path
             else:

@@ -113,3 +113,18 @@ def test_a_top_level_name_is_the_project_name_as_compose_up_would_use(cfx, repo,
     cfx.sync()
     assert containers(f"{prefix}-jellyfin")["app"].state == "running"
     assert "0 deployed, 1 unchanged" in cfx.sync().stderr
+
+
+def test_stacks_from_several_directories_and_a_vanished_one_prunes_nothing(cfx, repo, prefix):
+    repo.add_stack(f"{prefix}-web")
+    repo.write(f"../apps/{prefix}-media/compose.yaml", service_yaml())
+    repo.commit()
+    cfx.settings(STACK_PATH="stacks, apps")
+    cfx.sync()
+    assert containers(f"{prefix}-web") and containers(f"{prefix}-media")
+    assert (cfx.state / "stacks" / f"{prefix}-media" / "apps" / f"{prefix}-media" / "compose.yaml").exists()
+    repo.git("rm", "-rq", "apps")
+    repo.commit("apps moved away")
+    result = cfx.sync(expect=6)
+    assert "STACK_PATH apps does not exist" in result.stderr
+    assert containers(f"{prefix}-media")["app"].state == "running"

@@ -1,5 +1,6 @@
 """Configuration: sources, precedence and precise errors, all before anything is touched."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,14 @@ def test_systemd_state_directory_list(tmp_path):
     (tmp_path / "c.conf").write_text(MINIMAL)
     cfg = config.load(tmp_path / "c.conf", {"STATE_DIRECTORY": "/var/lib/composeflux:/var/lib/other"}, {})
     assert cfg.state_dir == Path("/var/lib/composeflux")
+
+
+def test_stack_path_may_name_several_directories(tmp_path):
+    single = load(tmp_path, "GIT_REPO_URL=/srv/r.git\nSTACK_PATH=stacks\n")
+    several = load(tmp_path, "GIT_REPO_URL=/srv/r.git\nSTACK_PATH=stacks, apps/home  /media/\n")
+    assert [str(p) for p in several.stack_paths] == ["stacks", "apps/home", "media"]
+    assert single.instance_id == hashlib.sha256(b"/srv/r.git\0stacks").hexdigest()[:16]  # as 0.1 had it
+    assert several.instance_id != single.instance_id
+    for overlapping in ("stacks stacks/inner", ". stacks"):
+        with pytest.raises(ConfigError, match="lies inside"):
+            load(tmp_path, f"GIT_REPO_URL=/srv/r.git\nSTACK_PATH={overlapping}\n")

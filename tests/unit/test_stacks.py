@@ -149,3 +149,22 @@ def test_a_top_level_name_in_the_compose_file_is_the_project_name(tmp_path, capl
     clash = "directories media-server, other are all the Compose project jellyfin"
     assert [(p.name, p.reason) for p in found.problems] == [("jellyfin", clash)]
     assert "comes from a variable; the directory name is used" in caplog.text
+
+
+def test_several_stack_paths_add_up_and_a_name_in_two_fails_both(tmp_path):
+    make(tmp_path, {
+        "stacks/web/compose.yaml": SERVICE,
+        "stacks/db/compose.yaml": SERVICE,
+        "stacks/stack.yml": "startup_order: [db]\nenvs: {A: '1'}\n",
+        "apps/web/compose.yaml": SERVICE,
+        "apps/media/compose.yaml": SERVICE,
+        "apps/stack.yml": "envs: {B: '2'}\nstacks:\n  media:\n    envs: {C: '3'}\n",
+    })
+    found = discover(tmp_path, ["stacks", "apps"], "stack.yml")
+    assert sorted(s.name for s in found.stacks) == ["db", "media"]
+    assert [(p.name, p.reason) for p in found.problems] == [("web", "directories apps/web, stacks/web are all the Compose project web")]
+    assert found.stack_config.startup_order == ("db",) and found.stack_config.envs == {"A": "1", "B": "2"}
+    assert found.stack_config.settings("media").envs == {"C": "3"}
+    (tmp_path / "apps" / "stack.yml").write_text("envs: {A: '9'}\n")
+    with pytest.raises(ConfigError, match=r"apps/stack.yml: envs: A is given in stacks/stack.yml too"):
+        discover(tmp_path, ["stacks", "apps"], "stack.yml")
