@@ -197,6 +197,21 @@ class _Run:
                 result.append(self._planned_outcome(planned))
         return tuple(result)
 
+    def _images_pulled(self, exc: Exception, project: dict[str, JSON] | None) -> str:
+        """For a failed pull, which images it was about: Compose's error often names only the
+        registry ("Get https://registry-1.docker.io/v2/: ... no such host")."""
+        if not isinstance(exc, ApplyError) or project is None or self.facts is None:
+            return ""
+        text = str(exc).lower()
+        if not any(word in text for word in ("pull", "registry", "manifest")):
+            return ""
+        services = project.get("services") or {}
+        missing = sorted(
+            {s["image"] for s in services.values() if isinstance(s, dict) and isinstance(s.get("image"), str)}
+            - set(self.facts.images)
+        )
+        return f" (pulling {', '.join(missing)})" if missing else ""
+
     def _preflight(self, name: str, project: dict[str, JSON]) -> list[str]:
         """The checks before `up` (preflight.py), against the engine as it is after the prunes
         of this sync (they come first) and what the stacks deployed before this one create."""
@@ -418,6 +433,7 @@ class _Run:
         fields = {STACK: planned.name, ACTION: planned.action.value}
         log.info("Deploying: %s", planned.reason, extra=fields)
         tree: TreeRevision | None = None
+        fresh: RenderedStack | None = None
         try:
             fresh = rendered.get(planned.name)
             if fresh is None:  # planned from cached hashes: the project itself is needed now
@@ -446,7 +462,7 @@ class _Run:
             raise
         except (RenderError, ApplyError, GitSourceError, OSError) as exc:
             message = self.config.masker(str(exc) if not isinstance(exc, OSError) else f"cannot update its files: {exc}")
-            message = self._short_paths(message)
+            message = self._short_paths(message) + self._images_pulled(exc, fresh.project if fresh else None)
             log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})
             return StackOutcome(
                 planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree,

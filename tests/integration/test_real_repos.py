@@ -128,3 +128,23 @@ def test_stacks_from_several_directories_and_a_vanished_one_prunes_nothing(cfx, 
     result = cfx.sync(expect=6)
     assert "STACK_PATH apps does not exist" in result.stderr
     assert containers(f"{prefix}-media")["app"].state == "running"
+
+
+def test_a_stack_whose_image_cannot_be_pulled_names_it_and_is_not_retried_every_run(cfx, repo, prefix):
+    name = f"{prefix}-nopull"
+    repo.write(f"{name}/compose.yaml", service_yaml().replace("composeflux-test/busybox:latest", "composeflux-test/nosuch:1"))
+    repo.add_stack(f"{prefix}-fine")
+    repo.commit()
+    first = cfx.sync(expect=1, timeout=600)
+    assert "(pulling composeflux-test/nosuch:1)" in first.stderr
+    again = cfx.sync(expect=1)
+    assert f"{name}: Not retried yet:" in again.stderr and "Deploying" not in again.stderr
+    assert f"1 failed ({name})" in again.stderr
+    assert "Deploying" in cfx.sync("--retry-failed", expect=1, timeout=600).stderr
+
+
+def test_no_stack_found_says_where_the_compose_files_are(cfx, repo, prefix):
+    repo.write(f"group/{prefix}-deep/compose.yaml", service_yaml())
+    repo.commit()
+    result = cfx.sync()
+    assert f"compose files lie deeper (stacks/group/{prefix}-deep); STACK_PATH=stacks/group would find them" in result.stderr
