@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 
@@ -12,15 +11,27 @@ from composeflux.errors import ExitStatus
 from tests.fakes.compose import FakeCompose
 
 
+@pytest.fixture(scope="session")
+def quiet_git_config(tmp_path_factory):
+    """A global git configuration of the tests' own, for these throw-away repositories: no
+    background housekeeping after every push and fetch, no sample hooks copied into every new
+    repository (most of the processes and files the lane would otherwise make)."""
+    directory = tmp_path_factory.mktemp("git")
+    (directory / "templates").mkdir()
+    path = directory / "config"
+    path.write_text(f"[gc]\n\tauto = 0\n[maintenance]\n\tauto = false\n[init]\n\ttemplateDir = {directory / 'templates'}\n")
+    return path
+
+
 @pytest.fixture(autouse=True)
-def isolated_git(monkeypatch):
+def isolated_git(monkeypatch, quiet_git_config):
     """No user or system git configuration (insteadOf, hooks, default branch) in these tests,
     for the git the tests run and the git composeflux runs."""
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
     monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
     monkeypatch.setenv("GIT_TERMINAL_PROMPT", "0")
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(quiet_git_config))
 
 
 class Runner:
