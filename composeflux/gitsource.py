@@ -35,6 +35,8 @@ GIT_NETWORK_TIMEOUT = 300
 # In the .git of a clone that is composeflux's own render checkout (not a 0.1 checkout that
 # containers ran from): from then on it is reset and cleaned completely on every sync.
 RENDER_CHECKOUT_MARK = "composeflux-render-checkout"
+# What git.Repo and its commands raise for a clone that cannot be used as it is.
+UNUSABLE_CLONE = (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError)
 RENDER_CHECKOUT_NOTE = "No container runs from this checkout; composeflux resets and cleans it on every sync.\n"
 # git's advice after an SSH failure; it crowds out the actual reason.
 BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists")
@@ -132,18 +134,13 @@ class GitSource:
         the fetch succeeded), which moves the files that are not Git's out of it.
         """
         path = self.config.clone_path
-        if not os.path.lexists(path / ".git"):
-            self._check_empty(path)
-            return self._clone(checkout=True)
-        self._check_own_clone(path)
+        first = self._clone_if_missing(checkout=True)
+        if first is not None:
+            return first
         try:
             return self._update(git.Repo(path), migrate)
-        except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
-            # A full disk (rebuilding would only make it worse), an unreachable remote (then
-            # nothing must change), or our clone is broken.
-            if isinstance(exc, git.GitCommandError):
-                _raise_if_full(exc, self.config)
-            self._check_remote()
+        except UNUSABLE_CLONE as exc:
+            self._check_not_local_or_remote(exc)  # then the clone itself is broken
             log.warning("The clone at %s could not be updated (%s); re-initialising it", path, _describe(exc, self.config))
             return self._reinitialise(migrate)
 
@@ -151,20 +148,33 @@ class GitSource:
         """Fetch origin/<branch> without touching any working tree (for a dry run), and describe
         that commit; `path` is the clone, whose files are not those of the commit."""
         path = self.config.clone_path
-        if not os.path.lexists(path / ".git"):
-            self._check_empty(path)
-            return self._clone(checkout=False)
-        self._check_own_clone(path)
+        first = self._clone_if_missing(checkout=False)
+        if first is not None:
+            return first
         try:
             repo = git.Repo(path)
             with repo.git.custom_environment(**self.env):
                 self._fetch(repo)
                 return self._checkout_at(repo, f"refs/remotes/origin/{self.config.branch}")
-        except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError) as exc:
-            if isinstance(exc, git.GitCommandError):
-                _raise_if_full(exc, self.config)
-            self._check_remote()
+        except UNUSABLE_CLONE as exc:
+            self._check_not_local_or_remote(exc)
             raise GitSourceError(f"the clone at {path} cannot be used ({_describe(exc, self.config)}); a real sync rebuilds it") from None
+
+    def _clone_if_missing(self, checkout: bool) -> Checkout | None:
+        """A first clone when there is none yet; None when there is one (and it is composeflux's)."""
+        path = self.config.clone_path
+        if not os.path.lexists(path / ".git"):
+            self._check_empty(path)
+            return self._clone(checkout=checkout)
+        self._check_own_clone(path)
+        return None
+
+    def _check_not_local_or_remote(self, exc: Exception) -> None:
+        """Raise if the clone could not be used because of a full disk (rebuilding would only
+        make it worse) or an unreachable remote (then nothing must change); return if not."""
+        if isinstance(exc, git.GitCommandError):
+            _raise_if_full(exc, self.config)
+        self._check_remote()
 
     @staticmethod
     def _check_own_clone(path: Path) -> None:
