@@ -53,17 +53,16 @@ def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, co
 
 
 class Applier:
-    def __init__(self, compose: Compose, env: Mapping[str, str], mask: Callable[[str], str], remove_orphans: bool, timeout: float) -> None:
+    def __init__(self, compose: Compose, mask: Callable[[str], str], remove_orphans: bool, timeout: float) -> None:
         self.compose = compose
-        self.env = env
         self.mask = mask
         self.remove_orphans = remove_orphans
         self.timeout = timeout
 
-    def deploy(self, name: str, directory: Path, project: dict[str, JSON], env: Mapping[str, str] | None = None) -> None:
+    def deploy(self, name: str, directory: Path, project: dict[str, JSON], env: Mapping[str, str]) -> None:
         """`docker compose up` of the project in `directory` (the stack's own tree), with the
-        stack's own interpolation environment (`env`, else the one given at construction)."""
-        result = self.compose.up(name, directory, project, self.env if env is None else env, self.remove_orphans, self.timeout)
+        stack's own interpolation environment."""
+        result = self.compose.up(name, directory, project, env, self.remove_orphans, self.timeout)
         self._log_output(name, "deploy", result)
         self._check("up", result)
 

@@ -29,9 +29,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
     Enough to know which names it sets and to read COMPOSE_FILE; Compose reads the real thing."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        return {}
-    except OSError:
+    except OSError:  # none, or not readable: Compose will say so if it matters
         return {}
     values = {}
     for line in text.splitlines():

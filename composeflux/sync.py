@@ -344,7 +344,7 @@ class _Run:
                 dry_run=True,
             )
 
-        applier = Applier(tools.compose, {}, config.masker, config.remove_orphans, config.deploy_timeout)
+        applier = Applier(tools.compose, config.masker, config.remove_orphans, config.deploy_timeout)
         stacks = {stack.name: stack for stack in discovery.stacks}
         deploys = plan.with_action(Action.DEPLOY)
         for planned in plan.stacks:

@@ -189,21 +189,24 @@ SECRET = "s3cr3t-token-value"
 STACK = Stack("web", Path("/srv/clone/stacks/web"), (Path("/srv/clone/stacks/web/compose.yaml"),))
 
 
+ENV = {"TAG": "1.2", "TOKEN": SECRET}
+
+
 def applier(compose: Compose, remove_orphans: bool = True) -> Applier:
-    return Applier(compose, {"TAG": "1.2", "TOKEN": SECRET}, Masker([SECRET]), remove_orphans, 42.0)
+    return Applier(compose, Masker([SECRET]), remove_orphans, 42.0)
 
 
 def test_deploy_feeds_the_project_and_environment_to_compose_up():
     compose = RecordingCompose()
     project = {"name": "web", "services": {"app": {"image": "nginx"}}}
-    applier(compose, remove_orphans=False).deploy(STACK.name, STACK.directory, project)
+    applier(compose, remove_orphans=False).deploy(STACK.name, STACK.directory, project, ENV)
     assert compose.ups == [("web", STACK.directory, project, {"TAG": "1.2", "TOKEN": SECRET}, False, 42.0)]
 
 
 def test_deploy_with_the_fake_compose():
     compose = FakeCompose()
     project = labelled_project(rendered_stack({"app": {"image": "nginx"}}, {"app": "hash-app"}), None, COMMIT_NEW, INSTANCE_ID)
-    applier(compose).deploy(STACK.name, STACK.directory, project)
+    applier(compose).deploy(STACK.name, STACK.directory, project, ENV)
     assert compose.called("up") == ["web"]
     running = compose.read_engine(INSTANCE_ID).managed["web"].containers
     assert [c.service_hash for c in running] == ["hash-app"]
@@ -224,7 +227,7 @@ def test_a_failing_up_raises_the_last_stderr_lines_masked():
         ]
     )
     with pytest.raises(ApplyError) as caught:
-        applier(compose).deploy(STACK.name, STACK.directory, {"name": "web", "services": {}})
+        applier(compose).deploy(STACK.name, STACK.directory, {"name": "web", "services": {}}, ENV)
     message = str(caught.value)
     assert SECRET not in message
     assert message == (
@@ -237,13 +240,13 @@ def test_a_failing_up_raises_the_last_stderr_lines_masked():
 
 def test_a_failing_up_without_stderr_names_the_exit_status():
     with pytest.raises(ApplyError, match=r"^docker compose up failed: exit status 17$"):
-        applier(RecordingCompose(Result(17, f"stdout mentions {SECRET}", ""))).deploy(STACK.name, STACK.directory, {})
+        applier(RecordingCompose(Result(17, f"stdout mentions {SECRET}", ""))).deploy(STACK.name, STACK.directory, {}, ENV)
 
 
 def test_a_secret_in_an_escaped_form_is_masked_too():
     compose = RecordingCompose(Result(1, "", f'level=error msg="invalid value \\"{SECRET}\\""'))
     with pytest.raises(ApplyError) as caught:
-        applier(compose).deploy(STACK.name, STACK.directory, {})
+        applier(compose).deploy(STACK.name, STACK.directory, {}, ENV)
     assert SECRET not in str(caught.value) and MASK in str(caught.value)
 
 
