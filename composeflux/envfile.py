@@ -10,6 +10,9 @@ the `file` secrets provider and the `command` provider's output.
                          any other backslash is kept; may span lines (e.g. an SSH key)
     export KEY=value     a leading `export ` is accepted, so shell-style files work
 
+Names are variable names ([A-Za-z_][A-Za-z0-9_]*); a caller may accept others with its own
+NameRule (the `file` and `command` secrets providers also take STACK/NAME, a secret of one stack).
+
 These are systemd's rules (composeflux.conf is also read by the unit's EnvironmentFile=, and
 both must agree), except that text after a closing quote is an error here rather than glued
 on, and `export` is understood. A later assignment to the same key wins. Errors say
@@ -18,7 +21,9 @@ on, and `export` is understood. A later assignment to the same key wins. Errors 
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Callable
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Characters a backslash escapes inside double quotes (as in systemd and the shell).
@@ -29,7 +34,18 @@ def is_valid_name(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
-def parse_env_text(text: str, source_name: str) -> dict[str, str]:
+@dataclasses.dataclass(frozen=True)
+class NameRule:
+    """Which names before the = are accepted, and how an error message describes them."""
+
+    check: Callable[[str], bool]
+    description: str
+
+
+VARIABLE_NAMES = NameRule(is_valid_name, "letters, digits and _, not starting with a digit")
+
+
+def parse_env_text(text: str, source_name: str, names: NameRule = VARIABLE_NAMES) -> dict[str, str]:
     """Parse EnvironmentFile-style text into {name: value}; ValueError on malformed input."""
     lines = text.replace("\r\n", "\n").removeprefix("\ufeff").split("\n")
     result: dict[str, str] = {}
@@ -47,12 +63,9 @@ def parse_env_text(text: str, source_name: str) -> dict[str, str]:
             # Don't echo the line: it might be a secret pasted without its name.
             raise ValueError(f"{source_name}:{lineno}: expected KEY=VALUE")
         name = name.strip()
-        if not is_valid_name(name):
+        if not names.check(name):
             # Not quoted either: a pasted base64 secret ends in "=" and would be taken for a name.
-            raise ValueError(
-                f"{source_name}:{lineno}: invalid variable name before the = "
-                "(letters, digits and _, not starting with a digit)"
-            )
+            raise ValueError(f"{source_name}:{lineno}: invalid variable name before the = ({names.description})")
         rest = rest.lstrip()
         if rest[:1] in ("'", '"'):
             value, index = _parse_quoted(lines, index, rest, source_name, lineno)

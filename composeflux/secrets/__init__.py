@@ -10,6 +10,11 @@ without importing any provider: a provider module (and what it needs: requests, 
 is imported only when it is selected. Each module exposes
 
     from_settings(settings, masker) -> SecretsProvider   (raises ConfigError naming the key)
+
+Scopes: fetch() returns one flat mapping. A plain `NAME` key is a global secret, for every
+stack; a `STACK/NAME` key is a secret of the stack whose directory is named STACK only, as
+the variable NAME. Each provider maps its own convention (a folder, a key prefix, a file per
+stack) onto that form; split_scopes() turns the mapping into shared and per-stack parts.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib
+import re
 from collections.abc import Mapping
 
+from composeflux.envfile import VARIABLE_NAMES, NameRule, is_valid_name
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.masking import Masker
 
@@ -65,6 +72,78 @@ PROVIDERS: dict[str, ProviderInfo] = {
     "file": ProviderInfo("composeflux.secrets.file", frozenset({"SECRETS_FILE"})),
     "command": ProviderInfo("composeflux.secrets.command", frozenset({"SECRETS_COMMAND", "SECRETS_COMMAND_TIMEOUT"})),
 }
+
+
+# --- Scopes ----------------------------------------------------------------------------------
+
+SCOPE_SEPARATOR = "/"
+# A stack's directory name, as a scope may name it.
+STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+STACK_NAME_RULE = "letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def is_valid_stack_name(name: str) -> bool:
+    return bool(STACK_NAME.match(name))
+
+
+def scoped_key(stack: str, name: str) -> str:
+    """The key under which fetch() returns the secret `name` of the stack `stack`."""
+    return f"{stack}{SCOPE_SEPARATOR}{name}"
+
+
+def key_problem(key: str) -> str | None:
+    """What is wrong with a key of fetch()'s mapping (NAME or STACK/NAME), or None if nothing.
+
+    The text does not quote the key: the caller names it (keys are not secret) or, where the
+    "key" might be a value pasted without its name, doesn't.
+    """
+    if SCOPE_SEPARATOR not in key:
+        return None if is_valid_name(key) else f"is not a valid variable name ({VARIABLE_NAMES.description})"
+    stack, _, name = key.partition(SCOPE_SEPARATOR)
+    if SCOPE_SEPARATOR in name:
+        return f"has more than one {SCOPE_SEPARATOR} (expected NAME or STACK{SCOPE_SEPARATOR}NAME)"
+    if not is_valid_stack_name(stack):
+        return f"has no valid stack name before the {SCOPE_SEPARATOR} ({STACK_NAME_RULE})"
+    if not is_valid_name(name):
+        return f"has no valid variable name after the {SCOPE_SEPARATOR} ({VARIABLE_NAMES.description})"
+    return None
+
+
+def is_valid_key(key: str) -> bool:
+    return key_problem(key) is None
+
+
+# For the KEY=VALUE parser, where the file or command may hold scoped secrets.
+SECRET_KEYS = NameRule(
+    is_valid_key, f"NAME or STACK{SCOPE_SEPARATOR}NAME; NAME: {VARIABLE_NAMES.description}; STACK: {STACK_NAME_RULE}"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scopes:
+    """fetch()'s mapping, split: the global secrets and, per stack name, that stack's own."""
+
+    shared: dict[str, str]
+    stacks: dict[str, dict[str, str]]
+
+
+def split_scopes(values: Mapping[str, str]) -> Scopes:
+    """Split {NAME or STACK/NAME: value} into shared and per-stack {NAME: value} mappings.
+
+    A malformed key is a SecretsError naming the key (never the value).
+    """
+    shared: dict[str, str] = {}
+    stacks: dict[str, dict[str, str]] = {}
+    for key, value in values.items():
+        problem = key_problem(key)
+        if problem is not None:
+            raise SecretsError(f"secrets: the key {key!r} {problem}")
+        stack, separator, name = key.partition(SCOPE_SEPARATOR)
+        if separator:
+            stacks.setdefault(stack, {})[name] = value
+        else:
+            shared[key] = value
+    return Scopes(shared, stacks)
 
 
 def all_keys() -> frozenset[str]:

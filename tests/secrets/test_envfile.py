@@ -45,3 +45,24 @@ def test_errors_name_the_line_not_the_value(text, message):
         parse_env_text(text, "t")
     assert str(info.value).startswith(message)
     assert "hunter2" not in str(info.value)
+
+
+def test_scoped_names_only_with_the_secret_keys_rule():
+    """STACK/NAME is a name only where a secrets file or command is parsed, not in composeflux.conf."""
+    from composeflux.secrets import SECRET_KEYS
+
+    text = "A=1\nplex/A=2\nexport my-app.v2/B = three\n"
+    assert parse_env_text(text, "t", SECRET_KEYS) == {"A": "1", "plex/A": "2", "my-app.v2/B": "three"}
+    with pytest.raises(ValueError) as info:
+        parse_env_text(text, "t")
+    assert str(info.value) == "t:2: invalid variable name before the = (letters, digits and _, not starting with a digit)"
+
+
+@pytest.mark.parametrize("name", ["a/b/C", "/C", ".x/C", "x/", "x/1C", "x y/C", "hunter2/base64+secret"])
+def test_malformed_scoped_names_are_refused_without_quoting_them(name):
+    from composeflux.secrets import SECRET_KEYS
+
+    with pytest.raises(ValueError) as info:
+        parse_env_text(f"{name}=hunter2\n", "t", SECRET_KEYS)
+    assert str(info.value).startswith("t:1: invalid variable name before the = (NAME or STACK/NAME; ")
+    assert name not in str(info.value) and "hunter2" not in str(info.value)
