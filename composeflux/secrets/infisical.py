@@ -1,8 +1,13 @@
 """Infisical, with a Universal Auth machine identity.
 
     POST {site}/api/v1/auth/universal-auth/login  {"clientId", "clientSecret"} -> accessToken
-    GET  {site}/api/v4/secrets?projectId=&environment=&secretPath=&...   (Bearer accessToken)
+    GET  {site}/api/v4/secrets?projectId=&environment=&secretPath=&recursive=true&...   (Bearer)
     GET  {site}/api/v3/secrets/raw?workspaceId=&...   the same, for servers without v4
+
+One recursive listing per INFISICAL_SECRET_PATH folder; each secret's `secretPath` says where
+it lives: in the folder itself it is global (NAME), in a folder `<folder>/<stack>` it belongs
+to that stack (STACK/NAME), anywhere deeper it is not used. A folder in or below another,
+deeper INFISICAL_SECRET_PATH folder is left to that path's own listing.
 
 A plain client on requests rather than an SDK: `infisical-python` is archived and a native
 wheel Debian doesn't ship, `infisicalsdk` pulls in boto3; these two calls are all we need.
@@ -21,7 +26,7 @@ from composeflux.envfile import is_valid_name
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.masking import Masker
 from composeflux.rendered import JSON
-from composeflux.secrets import SecretsProvider
+from composeflux.secrets import SecretsProvider, is_valid_stack_name, scoped_key
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
 
 log = logging.getLogger("composeflux.secrets")
@@ -94,19 +99,59 @@ class InfisicalProvider(SecretsProvider):
         self._use_v3 = False
 
     def fetch(self) -> dict[str, str]:
-        """Every secret of every configured path; on a duplicate key the last path wins."""
+        """Every secret of every configured path (NAME) and of its stack folders (STACK/NAME);
+        on a duplicate key the last path wins."""
         secrets: dict[str, str] = {}
         for path in self.paths:
             body = self._get_secrets("", path, f"listing secrets in {path}")
             entries = body.get("secrets")
             if not isinstance(entries, list):
                 raise self.http.error(f"listing secrets in {path}: the answer has no 'secrets' list")
-            if not entries:
+            found = self._secrets_of(path, entries)
+            if not found:
                 log.warning("infisical: no secrets in %s of environment %s (does that folder exist?)", path, self.environment)
-            for entry in entries:
-                name, value = self._name_and_value(entry, path)
-                secrets[name] = value
+            secrets.update(found)
         return secrets
+
+    def _secrets_of(self, base: str, entries: list[JSON]) -> dict[str, str]:
+        """{NAME or STACK/NAME: value} from the recursive listing of the configured path `base`."""
+        found: dict[str, str] = {}
+        ignored: set[str] = set()
+        for entry in entries:
+            folder = self._folder_of(entry, base)
+            if self._owner(folder) != base:
+                continue  # another configured path's listing takes these
+            if folder == base:
+                name, value = self._name_and_value(entry, folder)
+                found[name] = value
+                continue
+            stack = folder.removeprefix(base).lstrip("/")
+            if "/" in stack or not is_valid_stack_name(stack):
+                ignored.add(folder)
+                continue
+            name, value = self._name_and_value(entry, folder)
+            found[scoped_key(stack, name)] = value
+        for folder in sorted(ignored):
+            log.debug(
+                "infisical: ignoring the secrets in %s: only %s itself and its folders named after a stack are read",
+                folder,
+                base,
+            )
+        return found
+
+    def _folder_of(self, entry: JSON, base: str) -> str:
+        """The folder a listed secret lives in (its secretPath), normalized like parse_paths()."""
+        if not isinstance(entry, dict):
+            raise self.http.error(f"secrets in {base}: unexpected answer (a secret is not an object)")
+        folder = entry.get("secretPath")
+        if not isinstance(folder, str) or not folder.startswith("/"):
+            raise self.http.error(f"secrets in {base}: unexpected answer (a secret without secretPath)")
+        return folder.rstrip("/") or "/"
+
+    def _owner(self, folder: str) -> str | None:
+        """The configured path whose listing `folder` belongs to: the deepest one it is in."""
+        owners = [path for path in self.paths if path == "/" or folder == path or folder.startswith(path + "/")]
+        return max(owners, key=len, default=None)
 
     def fetch_deploy_key(self, ref: str) -> str:
         """One secret by name: 'NAME' (searched in the configured paths, last first) or '/folder/NAME'."""
@@ -157,7 +202,8 @@ class InfisicalProvider(SecretsProvider):
             "include_imports": "false",
         }
         if not name:
-            params["recursive"] = "false"
+            # One request for the folder and its stack folders: each secret says its secretPath.
+            params["recursive"] = "true"
         headers = {"Authorization": f"Bearer {token}"}
         quoted = urllib.parse.quote(name, safe="")
         if not self._use_v3:

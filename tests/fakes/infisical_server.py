@@ -3,7 +3,11 @@
 State (JSON):
     {"identities": {"<client id>": {"client_secret": "...", "projects": ["<project id>", ...]}},
      "projects": {"<project id>": {"<environment slug>": {"/folder/path": {"NAME": "value"}}}},
-     "v4": true}        # false: behave like an older server without the /api/v4 routes
+     "v4": true,        # false: behave like an older server without the /api/v4 routes
+     "omit_secret_path": false}   # true: list secrets without their secretPath
+Folders are the keys of an environment ("/", "/app", "/app/web"); a listing with recursive=true
+also returns the secrets of every folder below the requested one, each with its own secretPath,
+as Infisical does (folders first by depth, then by name).
 Responses and errors have the shapes Infisical's API documents ({reqId, statusCode, message,
 error} for errors); the official `infisicalsdk` reads from it in tests/secrets.
 """
@@ -55,7 +59,8 @@ class InfisicalHandler(FakeHandler):
         self.reply(200, {"accessToken": token, "expiresIn": 7200, "accessTokenMaxTTL": 2592000, "tokenType": "Bearer"})
 
     def folder(self, state: dict, project_id: str | None) -> tuple[dict | None, str]:
-        """The requested folder's secrets, or None after an error reply."""
+        """The requested environment's folders ({path: {name: value}}) and the requested path,
+        or None after an error reply."""
         client_id = TOKENS.get(self.bearer() or "")
         if client_id is None:
             self.error(401, "UnauthorizedError", "Token missing or invalid")
@@ -79,9 +84,9 @@ class InfisicalHandler(FakeHandler):
         if environment not in project:
             self.error(404, "NotFound", f"Environment with slug '{environment}' in project with ID '{project_id}' not found")
             return None, ""
-        path = query.get("secretPath", "/")
-        # A folder that doesn't exist lists nothing here (Infisical may answer so, too).
-        return project[environment].get(path, {}), path
+        # Infisical normalizes the path it is given: "/app/" is "/app".
+        path = query.get("secretPath", "/").rstrip("/") or "/"
+        return project[environment], path
 
     def secret_object(self, project_id: str, path: str, name: str, value: str) -> dict:
         secret_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{project_id}{self.query['environment']}{path}/{name}"))
@@ -94,15 +99,26 @@ class InfisicalHandler(FakeHandler):
         }
 
     def list_secrets(self, state: dict, project_id: str | None) -> None:
-        folder, path = self.folder(state, project_id)
-        if folder is not None:
-            entries = [self.secret_object(project_id, path, k, v) for k, v in folder.items()]
-            self.reply(200, {"secrets": entries, "imports": []})
+        folders, path = self.folder(state, project_id)
+        if folders is None:
+            return
+        # A folder that doesn't exist lists nothing here (Infisical may answer so, too).
+        chosen = [path] if path in folders else []
+        if self.query.get("recursive") == "true":
+            prefix = path.rstrip("/") + "/"
+            below = [folder for folder in folders if folder.startswith(prefix) and folder != path]
+            chosen += sorted(below, key=lambda folder: (folder.count("/"), folder))
+        entries = [self.secret_object(project_id, f, k, v) for f in chosen for k, v in folders[f].items()]
+        if state.get("omit_secret_path"):
+            for entry in entries:
+                del entry["secretPath"]
+        self.reply(200, {"secrets": entries, "imports": []})
 
     def get_secret(self, state: dict, project_id: str | None, name: str) -> None:
-        folder, path = self.folder(state, project_id)
-        if folder is None:
+        folders, path = self.folder(state, project_id)
+        if folders is None:
             return
+        folder = folders.get(path, {})
         if name not in folder:
             return self.error(404, "NotFound", f"Secret with name '{name}' not found")
         self.reply(200, {"secret": self.secret_object(project_id, path, name, folder[name])})

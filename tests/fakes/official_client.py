@@ -7,6 +7,7 @@ never in composeflux's own interpreter. Arguments come as one JSON object on the
     bitwarden  {"api_url", "identity_url", "access_token", "organization_id", "project_id", "deploy_key_id"}
 
 Output: {"secrets": {name: value}, "deploy_key": value}
+        infisical also: "recursive": [[secretPath, name, value], ...] of a recursive listing of "/"
 """
 
 import json
@@ -28,11 +29,16 @@ def infisical(args: dict) -> dict:
             include_imports=False,
         )
         secrets.update({s.secretKey: s.secretValue for s in listing.secrets})
+    listing = client.secrets.list_secrets(
+        project_id=args["project_id"], environment_slug=args["environment"], secret_path="/",
+        expand_secret_references=True, include_imports=False, recursive=True,
+    )
+    recursive = [[s.secretPath, s.secretKey, s.secretValue] for s in listing.secrets]
     folder, _, name = args["deploy_key"].rpartition("/")
     deploy_key = client.secrets.get_secret_by_name(
         secret_name=name, project_id=args["project_id"], environment_slug=args["environment"], secret_path=folder or "/"
     ).secretValue
-    return {"secrets": secrets, "deploy_key": deploy_key}
+    return {"secrets": secrets, "deploy_key": deploy_key, "recursive": recursive}
 
 
 def bitwarden(args: dict) -> dict:

@@ -35,22 +35,34 @@ def fetch_error(settings) -> str:
     return message
 
 
+DEPLOY_KEY_VALUE = "-----BEGIN KEY-----\nvalue-deploy\n-----END KEY-----\n"
+
+
 def test_reads_the_root_path_by_default(infisical_fake, infisical_settings):
+    # The folders right below / (/app, /deploy) are the scopes of the stacks named so.
     assert provider_from_settings(infisical_settings).fetch() == {
         "DB_PASSWORD": "value-db-pw-1",
         "SHARED": "value-shared-root",
+        "app/API_KEY": "value-api-key-1",
+        "app/SHARED": "value-shared-app",
+        "deploy/DEPLOY_KEY": DEPLOY_KEY_VALUE,
     }
     lines = infisical_fake.requests()
     assert lines[0] == "POST /api/v1/auth/universal-auth/login"
+    # One listing for the folder and all its stack folders.
+    assert len(lines) == 2
     assert lines[1].startswith("GET /api/v4/secrets?projectId=")
+    assert "&recursive=true" in lines[1] and "secretPath=%2F&" in lines[1]
 
 
 def test_several_paths_last_one_wins(infisical_settings):
+    # /app is a configured path, so its secrets are global (and not the scope of a stack "app").
     settings = {**infisical_settings, "INFISICAL_SECRET_PATH": "/, /app"}
     assert provider_from_settings(settings).fetch() == {
         "DB_PASSWORD": "value-db-pw-1",
         "SHARED": "value-shared-app",
         "API_KEY": "value-api-key-1",
+        "deploy/DEPLOY_KEY": DEPLOY_KEY_VALUE,
     }
     settings["INFISICAL_SECRET_PATH"] = "/app,/"
     assert provider_from_settings(settings).fetch()["SHARED"] == "value-shared-root"
@@ -75,6 +87,87 @@ def test_falls_back_to_v3_when_v4_is_missing(infisical_fake, infisical_settings)
         "GET /api/v3/secrets/raw",
     ]
     assert "workspaceId=" in infisical_fake.requests()[-1]
+    assert all("&recursive=true" in line for line in infisical_fake.requests()[1:])
+    # The stack folders come through v3 as well.
+    assert provider.fetch()["deploy/DEPLOY_KEY"] == DEPLOY_KEY_VALUE
+
+
+def media_state(**folders) -> dict:
+    state = infisical_state()
+    state["projects"][INFISICAL_PROJECT]["prod"] = {
+        "/": {"ROOT": "value-root"},
+        "/media": {"DB_PASSWORD": "value-db-pw-1"},
+        "/media/plex": {"PLEX_TOKEN": "value-plex-token", "DB_PASSWORD": "value-db-pw-plex"},
+        "/media/plex/old": {"PLEX_TOKEN": "value-plex-old"},
+        "/media/my-app.v2": {"KEY": "value-my-app"},
+        "/media/_archive": {"KEY": "value-archive"},
+        **folders,
+    }
+    return state
+
+
+def test_stack_folders_below_a_path(infisical_fake, infisical_settings, caplog):
+    """<path>/<stack> is that stack's; deeper folders and folders no stack can be named after are not used."""
+    caplog.set_level(logging.DEBUG, logger="composeflux.secrets")
+    infisical_fake.set_state(media_state())
+    settings = {**infisical_settings, "INFISICAL_SECRET_PATH": "/media/"}
+    assert provider_from_settings(settings).fetch() == {
+        "DB_PASSWORD": "value-db-pw-1",
+        "plex/PLEX_TOKEN": "value-plex-token",
+        "plex/DB_PASSWORD": "value-db-pw-plex",
+        "my-app.v2/KEY": "value-my-app",
+    }
+    assert len(infisical_fake.requests()) == 2  # login, one listing
+    ignored = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert ignored == [
+        "infisical: ignoring the secrets in /media/_archive: only /media itself and its folders named after a stack are read",
+        "infisical: ignoring the secrets in /media/plex/old: only /media itself and its folders named after a stack are read",
+    ]
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if "ignoring" in r.getMessage())
+    assert "value-" not in caplog.text
+
+
+def test_a_configured_path_is_never_a_stack_folder(infisical_fake, infisical_settings, caplog):
+    """With / and /media configured, /media is global and /media/plex is plex's (from /media's listing)."""
+    caplog.set_level(logging.DEBUG, logger="composeflux.secrets")
+    infisical_fake.set_state(media_state())
+    settings = {**infisical_settings, "INFISICAL_SECRET_PATH": "/,/media"}
+    assert provider_from_settings(settings).fetch() == {
+        "ROOT": "value-root",
+        "DB_PASSWORD": "value-db-pw-1",
+        "plex/PLEX_TOKEN": "value-plex-token",
+        "plex/DB_PASSWORD": "value-db-pw-plex",
+        "my-app.v2/KEY": "value-my-app",
+    }
+    # /media's folders are left to /media's listing: the one of / says nothing about them.
+    assert "ignoring the secrets in /media/plex " not in caplog.text
+    assert "only / itself" not in caplog.text
+
+
+def test_scoped_secrets_last_path_wins(infisical_fake, infisical_settings):
+    state = infisical_state()
+    state["projects"][INFISICAL_PROJECT]["prod"] = {
+        "/a": {}, "/a/web": {"X": "value-a", "Y": "value-a-only"}, "/b/web": {"X": "value-b"},
+    }
+    infisical_fake.set_state(state)
+    settings = {**infisical_settings, "INFISICAL_SECRET_PATH": "/a,/b"}
+    assert provider_from_settings(settings).fetch() == {"web/X": "value-b", "web/Y": "value-a-only"}
+
+
+def test_invalid_name_in_a_stack_folder_names_the_folder(infisical_fake, infisical_settings):
+    infisical_fake.set_state(media_state(**{"/media/plex": {"not-a-name": "value-db-pw-1"}}))
+    message = fetch_error({**infisical_settings, "INFISICAL_SECRET_PATH": "/media"})
+    assert message == (
+        "infisical: secret 'not-a-name' in /media/plex is not a valid variable name "
+        "(letters, digits and _, not starting with a digit)"
+    )
+
+
+def test_a_listing_without_secret_paths_is_an_error(infisical_fake, infisical_settings):
+    """Which folder a secret is in decides whose it is: without secretPath, nothing is guessed."""
+    infisical_fake.set_state(infisical_state(omit_secret_path=True))
+    message = fetch_error(infisical_settings)
+    assert message == "infisical: secrets in /: unexpected answer (a secret without secretPath)"
 
 
 def test_empty_project_gives_no_secrets_and_a_warning(infisical_settings, caplog):

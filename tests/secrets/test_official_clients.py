@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from composeflux.secrets import provider_from_settings
+from composeflux.secrets import provider_from_settings, split_scopes
 from tests.secrets.conftest import (
     BITWARDEN_DEPLOY_KEY_ID,
     BITWARDEN_ORGANIZATION,
@@ -57,8 +57,17 @@ def test_infisical_sdk_and_composeflux_agree(infisical_fake, infisical_settings,
     assert result.returncode == 0, result.stderr[-2000:]
     official = json.loads(result.stdout)
 
+    # The SDK reads the fake's recursive listing: every folder's secrets, each with its secretPath.
+    folders = state["projects"][INFISICAL_PROJECT]["prod"]
+    assert sorted(map(tuple, official["recursive"])) == sorted(
+        (path, name, value) for path, secrets in folders.items() for name, value in secrets.items()
+    )
+
     provider = provider_from_settings({**infisical_settings, "INFISICAL_SECRET_PATH": ",".join(paths)})
-    assert provider.fetch() == official["secrets"]
+    scopes = split_scopes(provider.fetch())
+    assert scopes.shared == official["secrets"]
+    # /app is a configured path itself; /deploy, right below /, is the scope of a stack "deploy".
+    assert scopes.stacks == {"deploy": {name: value for folder, name, value in official["recursive"] if folder == "/deploy"}}
     assert provider.fetch_deploy_key("/deploy/DEPLOY_KEY") == official["deploy_key"]
     assert official["secrets"]["SHARED"] == "value-shared-app"  # last path wins for both
 
