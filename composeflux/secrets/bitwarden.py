@@ -14,6 +14,9 @@ The official SDK is a native wheel Debian doesn't ship, so this speaks the proto
 
 Names and values are type-2 EncStrings, "2.<iv>|<ciphertext>|<mac>" (base64): AES-256-CBC with
 PKCS#7 padding, MAC = HMAC-SHA256(mac key, iv ‖ ciphertext), checked before decrypting.
+
+A secret named NAME is global; one named STACK/NAME is a secret of that stack only (returned
+under that key, as composeflux.secrets expects).
 """
 
 from __future__ import annotations
@@ -32,10 +35,9 @@ from cryptography.hazmat.primitives import hashes, padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from composeflux.envfile import is_valid_name
 from composeflux.errors import ConfigError
 from composeflux.masking import Masker
-from composeflux.secrets import SecretsProvider
+from composeflux.secrets import SecretsProvider, key_problem
 from composeflux.secrets._http import HttpClient, check_base_url, connection_settings
 
 DEFAULT_API_URL = "https://api.bitwarden.com"
@@ -196,7 +198,7 @@ class BitwardenProvider(SecretsProvider):
         self._session: tuple[str, SymmetricKey] | None = None  # (bearer token, org key)
 
     def fetch(self) -> dict[str, str]:
-        """Every secret in BITWARDEN_PROJECT_ID, name -> value."""
+        """Every secret in BITWARDEN_PROJECT_ID, name (NAME or STACK/NAME) -> value."""
         bearer, org_key = self._login()
         headers = {"Authorization": f"Bearer {bearer}"}
         what = f"listing project {self.project_id}"
@@ -296,9 +298,7 @@ class BitwardenProvider(SecretsProvider):
             raise self.http.error(f"secret {secret_id}: cannot decrypt: {exc}") from None
         except UnicodeDecodeError:
             raise self.http.error(f"secret {secret_id}: decrypted text is not UTF-8") from None
-        if check_name and not is_valid_name(name):
-            raise self.http.error(
-                f"secret {secret_id} is named {name!r}, which is not a valid variable name "
-                "(letters, digits and _, not starting with a digit)"
-            )
+        problem = key_problem(name) if check_name else None
+        if problem is not None:
+            raise self.http.error(f"secret {secret_id} is named {name!r}, which {problem}")
         return name, value

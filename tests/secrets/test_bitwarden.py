@@ -5,11 +5,12 @@ import base64
 import json
 import logging
 import time
+import uuid
 
 import pytest
 
 from composeflux.errors import ConfigError, SecretsError
-from composeflux.secrets import provider_from_settings
+from composeflux.secrets import provider_from_settings, split_scopes
 from composeflux.secrets.bitwarden import CryptoError, SymmetricKey, decrypt_enc_string, parse_access_token
 from tests.secrets.conftest import (
     BITWARDEN_DEPLOY_KEY_ID,
@@ -167,6 +168,42 @@ def test_invalid_names_are_refused(bitwarden_fake, bitwarden_account, bitwarden_
     state["secrets"][0]["key"] = "db password"
     bitwarden_fake.set_state(state)
     assert "is named 'db password', which is not a valid variable name" in fetch_error(bitwarden_settings)
+
+
+def test_stack_scoped_names_come_back_as_they_are(bitwarden_fake, bitwarden_account, bitwarden_settings):
+    """STACK/NAME is a secret of that stack; it may sit next to a global secret of the same NAME."""
+    state = bitwarden_account.state()
+    state["secrets"] += [
+        {"id": str(uuid.uuid4()), "key": "plex/DB_PASSWORD", "value": "bw-value-plex-db", "project_id": BITWARDEN_PROJECT},
+        {"id": str(uuid.uuid4()), "key": "my-app.v2/TOKEN", "value": "bw-value-token", "project_id": BITWARDEN_PROJECT},
+        {"id": str(uuid.uuid4()), "key": "web/OTHER", "value": "bw-value-other-2", "project_id": BITWARDEN_OTHER_PROJECT},
+    ]
+    bitwarden_fake.set_state(state)
+    secrets = provider_from_settings(bitwarden_settings).fetch()
+    assert secrets["DB_PASSWORD"] == "bw-value-db-pw"
+    assert secrets["plex/DB_PASSWORD"] == "bw-value-plex-db"
+    assert secrets["my-app.v2/TOKEN"] == "bw-value-token"
+    assert "web/OTHER" not in secrets  # another project's, as for global names
+    assert split_scopes(secrets).stacks == {"plex": {"DB_PASSWORD": "bw-value-plex-db"}, "my-app.v2": {"TOKEN": "bw-value-token"}}
+
+
+@pytest.mark.parametrize(
+    "key, problem",
+    [
+        ("plex/db/PASSWORD", "has more than one / (expected NAME or STACK/NAME)"),
+        ("/PASSWORD", "has no valid stack name before the /"),
+        ("-plex/PASSWORD", "has no valid stack name before the /"),
+        ("my plex/PASSWORD", "has no valid stack name before the /"),
+        ("plex/", "has no valid variable name after the /"),
+        ("plex/db-password", "has no valid variable name after the /"),
+    ],
+)
+def test_malformed_scoped_names_are_refused(bitwarden_fake, bitwarden_account, bitwarden_settings, key, problem):
+    state = bitwarden_account.state()
+    state["secrets"][0]["key"] = key
+    bitwarden_fake.set_state(state)
+    message = fetch_error(bitwarden_settings)
+    assert message.startswith(f"bitwarden: secret {state['secrets'][0]['id']} is named {key!r}, which {problem}")
 
 
 def test_organization_check(bitwarden_settings):
