@@ -69,7 +69,7 @@ PROVIDERS: dict[str, ProviderInfo] = {
         ),
         credentials=frozenset({"BITWARDEN_ACCESS_TOKEN"}),
     ),
-    "file": ProviderInfo("composeflux.secrets.file", frozenset({"SECRETS_FILE"})),
+    "file": ProviderInfo("composeflux.secrets.file", frozenset({"SECRETS_FILE", "SECRETS_DIR"})),
     "command": ProviderInfo("composeflux.secrets.command", frozenset({"SECRETS_COMMAND", "SECRETS_COMMAND_TIMEOUT"})),
 }
 

@@ -2,8 +2,8 @@
 
 The command runs through /bin/sh -c, with no standard input, in its own process group (so a
 timeout kills its children too). Its standard output is either a JSON object of strings or
-KEY=VALUE lines (see envfile.py). Its standard error goes to the log, with every value it
-returned masked.
+KEY=VALUE lines (see envfile.py). A key is NAME (a global secret) or STACK/NAME (a secret of
+that stack only). Its standard error goes to the log, with every value it returned masked.
 
 Environment: the command inherits composeflux's environment, which is how tools get their own
 settings (BWS_ACCESS_TOKEN, SOPS_AGE_KEY_FILE, VAULT_ADDR, $CREDENTIALS_DIRECTORY, ...), minus
@@ -20,10 +20,10 @@ import signal
 import subprocess
 from collections.abc import Mapping
 
-from composeflux.envfile import is_valid_name, parse_env_text
+from composeflux.envfile import parse_env_text
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.masking import Masker
-from composeflux.secrets import SecretsProvider, all_keys
+from composeflux.secrets import SECRET_KEYS, SecretsProvider, all_keys, is_valid_key
 from composeflux.settings import seconds
 
 log = logging.getLogger("composeflux.secrets")
@@ -100,7 +100,7 @@ class CommandProvider(SecretsProvider):
         if text.lstrip().startswith("{"):
             return self._parse_json(text)
         try:
-            return parse_env_text(text, "SECRETS_COMMAND output"), None
+            return parse_env_text(text, "SECRETS_COMMAND output", SECRET_KEYS), None
         except ValueError as exc:
             return {}, f"{exc} (expected KEY=VALUE lines or a JSON object)"
 
@@ -117,9 +117,12 @@ class CommandProvider(SecretsProvider):
         if not isinstance(data, dict):
             return {}, "SECRETS_COMMAND output: the JSON is not an object"
         for number, (name, value) in enumerate(data.items(), start=1):
-            if not is_valid_name(name):
+            if not is_valid_key(name):
                 # The key itself is not quoted: it might be a value that landed there.
-                return {}, f"SECRETS_COMMAND output: key number {number} of the JSON object is not a valid variable name"
+                return {}, (
+                    f"SECRETS_COMMAND output: key number {number} of the JSON object is not a valid "
+                    f"variable name ({SECRET_KEYS.description})"
+                )
             if not isinstance(value, str):
                 return {}, f"SECRETS_COMMAND output: the value of {name} is not a string"
         return data, None

@@ -9,9 +9,20 @@ import pytest
 from composeflux.errors import ConfigError, SecretsError
 from composeflux.secrets import provider_from_settings
 
+# How errors describe the names a secrets file or command may give.
+KEYS = (
+    "NAME or STACK/NAME; NAME: letters, digits and _, not starting with a digit; "
+    "STACK: letters, digits, '.', '_' and '-', starting with a letter or digit"
+)
 
-def file_provider(path):
-    return provider_from_settings({"SECRETS_PROVIDER": "file", "SECRETS_FILE": str(path)})
+
+def file_provider(path=None, directory=None):
+    settings = {"SECRETS_PROVIDER": "file"}
+    if path is not None:
+        settings["SECRETS_FILE"] = str(path)
+    if directory is not None:
+        settings["SECRETS_DIR"] = str(directory)
+    return provider_from_settings(settings)
 
 
 def command_provider(command, **more):
@@ -64,10 +75,175 @@ def test_file_syntax_error_names_the_line_not_the_value(tmp_path):
 
 
 def test_file_settings_are_validated():
-    with pytest.raises(ConfigError, match=r"^SECRETS_FILE: required when SECRETS_PROVIDER=file"):
+    with pytest.raises(ConfigError, match=r"^SECRETS_FILE: required when SECRETS_PROVIDER=file and SECRETS_DIR is not set"):
         provider_from_settings({"SECRETS_PROVIDER": "file"})
     with pytest.raises(ConfigError, match=r"^SECRETS_FILE: must be an absolute path"):
         provider_from_settings({"SECRETS_PROVIDER": "file", "SECRETS_FILE": "secrets.env"})
+    with pytest.raises(ConfigError, match=r"^SECRETS_DIR: must be an absolute path, got 'secrets.d'"):
+        provider_from_settings({"SECRETS_PROVIDER": "file", "SECRETS_FILE": "/etc/x.env", "SECRETS_DIR": "secrets.d"})
+
+
+def test_file_may_hold_stack_scoped_lines(tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text("DB_PASSWORD=file-value-1\nplex/DB_PASSWORD=file-value-plex\nexport my-app.v2/TOKEN = file-value-2\n")
+    path.chmod(0o600)
+    assert file_provider(path).fetch() == {
+        "DB_PASSWORD": "file-value-1",
+        "plex/DB_PASSWORD": "file-value-plex",
+        "my-app.v2/TOKEN": "file-value-2",
+    }
+
+
+@pytest.mark.parametrize("name", ["plex/db/PASSWORD", "/PASSWORD", "-plex/PASSWORD", "plex/1PASSWORD"])
+def test_file_malformed_scoped_names(tmp_path, name):
+    path = tmp_path / "secrets.env"
+    path.write_text(f"A=1\n{name}=file-value-1\n")
+    path.chmod(0o600)
+    with pytest.raises(SecretsError) as info:
+        file_provider(path).fetch()
+    assert str(info.value) == f"file: {path}:2: invalid variable name before the = ({KEYS})"
+    assert name not in str(info.value)  # it might be a pasted value
+
+
+# --- file: SECRETS_DIR -----------------------------------------------------------------------
+
+
+def secrets_dir(tmp_path, files: dict[str, str], mode: int = 0o700):
+    directory = tmp_path / "secrets.d"
+    directory.mkdir()
+    for name, text in files.items():
+        (directory / name).write_text(text)
+        (directory / name).chmod(0o600)
+    directory.chmod(mode)
+    return directory
+
+
+def test_secrets_dir_gives_each_stack_its_file(tmp_path):
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=file-value-plex\nDB=x\n", "my-app.v2.env": "TOKEN='file-value-2'\n"})
+    assert file_provider(directory=directory).fetch() == {
+        "plex/TOKEN": "file-value-plex",
+        "plex/DB": "x",
+        "my-app.v2/TOKEN": "file-value-2",
+    }
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o750, 0o500])
+def test_secrets_dir_may_be_readable_by_others(tmp_path, mode):
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=file-value-plex\n"}, mode)
+    assert file_provider(directory=directory).fetch() == {"plex/TOKEN": "file-value-plex"}
+
+
+def test_secrets_file_and_dir_together(tmp_path):
+    """The global file may scope a secret too; the stack's own file wins."""
+    path = tmp_path / "secrets.env"
+    path.write_text("TOKEN=file-value-global\nplex/TOKEN=file-value-from-file\nweb/KEY=file-value-web\n")
+    path.chmod(0o600)
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=file-value-plex\n"})
+    assert file_provider(path, directory).fetch() == {
+        "TOKEN": "file-value-global",
+        "plex/TOKEN": "file-value-plex",
+        "web/KEY": "file-value-web",
+    }
+
+
+def test_secrets_dir_names_that_are_not_stacks_are_ignored_with_a_warning(tmp_path, caplog):
+    files = {"plex.env": "TOKEN=file-value-plex\n", "README": "x", ".plex.env.swp": "x", "plex.env~": "x",
+             "my plex.env": "x", ".env": "x", "-x.env": "x"}
+    directory = secrets_dir(tmp_path, files)
+    (directory / "archive").mkdir()
+    assert file_provider(directory=directory).fetch() == {"plex/TOKEN": "file-value-plex"}
+    warned = sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert warned == sorted(
+        f"file: ignoring {directory / name} in SECRETS_DIR: not named <stack>.env (a stack's directory name)"
+        for name in [*files.keys() - {"plex.env"}, "archive"]
+    )
+    assert "file-value" not in caplog.text
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def test_secrets_dir_file_accessible_to_others_is_refused(tmp_path, mode):
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=file-value-plex\n", "web.env": "A=1\n"})
+    (directory / "web.env").chmod(mode)
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=directory).fetch()
+    path = directory / "web.env"
+    assert str(info.value) == f"file: {path} is accessible to its group or others (mode {mode:04o}); run: chmod 600 {path}"
+
+
+def test_secrets_dir_file_owned_by_someone_else_is_refused(tmp_path, monkeypatch):
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=file-value-plex\n"})
+    path = directory / "plex.env"
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+        owner, me = 65534, 0
+    else:  # composeflux's user, as far as the provider can tell, is someone else
+        owner, me = os.geteuid(), os.geteuid() + 1
+        monkeypatch.setattr(os, "geteuid", lambda: me)
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=directory).fetch()
+    assert str(info.value) == (
+        f"file: {path} is owned by uid {owner}, not by the user composeflux runs as (uid {me}); run: chown {me} {path}"
+    )
+
+
+def test_secrets_dir_symlink_is_refused(tmp_path):
+    target = tmp_path / "elsewhere.env"
+    target.write_text("TOKEN=file-value-plex\n")
+    target.chmod(0o600)
+    directory = secrets_dir(tmp_path, {})
+    directory.chmod(0o700)
+    (directory / "plex.env").symlink_to(target)
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=directory).fetch()
+    assert str(info.value) == f"file: {directory / 'plex.env'} is a symlink (put the file itself in SECRETS_DIR)"
+
+
+def test_secrets_dir_entries_must_be_regular_files(tmp_path):
+    directory = secrets_dir(tmp_path, {})
+    (directory / "plex.env").mkdir()
+    with pytest.raises(SecretsError, match=r"plex.env is not a regular file$"):
+        file_provider(directory=directory).fetch()
+    (directory / "plex.env").rmdir()
+    os.mkfifo(directory / "plex.env", 0o600)
+    with pytest.raises(SecretsError, match=r"plex.env is not a regular file$"):
+        file_provider(directory=directory).fetch()
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o702, 0o777, 0o1777])
+def test_secrets_dir_writable_by_others_is_refused(tmp_path, mode):
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=file-value-plex\n"}, mode)
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=directory).fetch()
+    assert str(info.value) == (
+        f"file: SECRETS_DIR {directory} is writable by its group or others "
+        f"(mode {mode & 0o777 | mode & 0o1000:04o}); run: chmod go-w {directory}"
+    )
+
+
+def test_secrets_dir_missing_or_not_a_directory(tmp_path):
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=tmp_path / "nope").fetch()
+    assert str(info.value) == f"file: cannot open {tmp_path / 'nope'}: No such file or directory"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SecretsError, match=r"cannot open .*/file: Not a directory$"):
+        file_provider(directory=tmp_path / "file").fetch()
+
+
+def test_secrets_dir_files_hold_plain_names_only(tmp_path):
+    """A stack's file can't give secrets to another stack."""
+    directory = secrets_dir(tmp_path, {"plex.env": "TOKEN=1\nweb/TOKEN=file-value-web\n"})
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=directory).fetch()
+    assert str(info.value) == (
+        f"file: {directory / 'plex.env'}:2: invalid variable name before the = (letters, digits and _, not starting with a digit)"
+    )
+
+
+def test_secrets_dir_syntax_error_names_the_file_and_line(tmp_path):
+    directory = secrets_dir(tmp_path, {"plex.env": "A=1\nfile-value-pasted\n"})
+    with pytest.raises(SecretsError) as info:
+        file_provider(directory=directory).fetch()
+    assert str(info.value) == f"file: {directory / 'plex.env'}:2: expected KEY=VALUE"
 
 
 # --- command -------------------------------------------------------------------------------
@@ -81,6 +257,13 @@ def test_command_key_value_output():
 def test_command_json_output():
     provider = command_provider("""printf '%s' '{"A": "cmd-value-1", "PEM": "x\\ny"}'""")
     assert provider.fetch() == {"A": "cmd-value-1", "PEM": "x\ny"}
+
+
+def test_command_stack_scoped_keys():
+    provider = command_provider("printf 'A=cmd-value-1\\nplex/A=cmd-value-plex\\nmy-app.v2/B=\"two words\"\\n'")
+    assert provider.fetch() == {"A": "cmd-value-1", "plex/A": "cmd-value-plex", "my-app.v2/B": "two words"}
+    provider = command_provider("""printf '%s' '{"A": "cmd-value-1", "plex/A": "cmd-value-plex"}'""")
+    assert provider.fetch() == {"A": "cmd-value-1", "plex/A": "cmd-value-plex"}
 
 
 def test_command_empty_output_is_no_secrets():
@@ -129,7 +312,15 @@ def test_command_timeout_kills_the_whole_process_group(tmp_path):
         ('{"A": 1}', "command: SECRETS_COMMAND output: the value of A is not a string"),
         (
             '{"A": "x", "cmd-value-garbage": "v"}',
-            "command: SECRETS_COMMAND output: key number 2 of the JSON object is not a valid variable name",
+            f"command: SECRETS_COMMAND output: key number 2 of the JSON object is not a valid variable name ({KEYS})",
+        ),
+        (
+            '{"A": "x", "plex/db/cmd-value-garbage": "v"}',
+            f"command: SECRETS_COMMAND output: key number 2 of the JSON object is not a valid variable name ({KEYS})",
+        ),
+        (
+            "A=1\nplex/cmd-value/garbage=2\n",
+            f"command: SECRETS_COMMAND output:2: invalid variable name before the = ({KEYS}) (expected KEY=VALUE lines or a JSON object)",
         ),
         ("[1]", "command: SECRETS_COMMAND output:1: expected KEY=VALUE (expected KEY=VALUE lines or a JSON object)"),
     ],
@@ -141,6 +332,7 @@ def test_command_garbage_output(tmp_path, output, message, caplog):
         command_provider(f"cat {script}").fetch()
     assert str(info.value) == message
     assert "cmd-value-garbage" not in caplog.text
+    assert "cmd-value" not in str(info.value)
 
 
 def test_command_output_must_be_utf8():
