@@ -27,8 +27,8 @@ class Decrypted:
     """
 
     format: str
-    tree: object
-    secrets: tuple[str, ...]
+    tree: object = dataclasses.field(repr=False)  # plaintext: never in a repr that ends up in a log
+    secrets: tuple[str, ...] = dataclasses.field(repr=False)
 
     def variables(self) -> dict[str, str]:
         """The file as KEY=value pairs for an environment or env_file: dotenv's own pairs; for

@@ -374,6 +374,7 @@ def test_dotenv_variables_and_content() -> None:
     assert result.variables() == {"key": "value"}
     assert result.content() == b"key=value\n"
     assert result.secrets == ("value",)
+    assert "value" not in repr(result).replace("Decrypted", "")
     nix = _with_key("Mic92-sops-nix/pkgs/sops-install-secrets/test-assets/secrets.env")
     assert nix.variables()["example_multiline"] == "foo\nbar\nbaz"
     assert b"example_multiline=foo\\nbar\\nbaz\n" in nix.content()
