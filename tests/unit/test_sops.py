@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import datetime
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import yaml
 
 from composeflux import sops
 from composeflux.sops import _age, _formats, _golang, _yaml
+from tests import sopsenc
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VECTORS = REPO_ROOT.parent / "shared" / "sops-vectors"
@@ -43,15 +43,6 @@ def parametrize(names: str | tuple[str, ...], values: Any) -> Callable[[_Test], 
     return decorator
 
 
-def _bench() -> Any:
-    spec = importlib.util.spec_from_file_location("bench_sops", REPO_ROOT / "bench" / "sops.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _bench()
 
 
 def vector(name: str) -> tuple[bytes, str]:
@@ -227,7 +218,7 @@ def test_changed_stored_mac() -> None:
     text, ids, key = _age_yaml()
     stored = search(r"mac: (ENC\[[^\]]*\])", text).group(1)
     # A MAC that decrypts (encrypted with the right key and AAD) but is not the file's.
-    forged = bench.encrypt_value("0" * 128, key, EXPECTED[AGE_YAML]["lastmodified"])
+    forged = sopsenc.encrypt_value("0" * 128, key, EXPECTED[AGE_YAML]["lastmodified"])
     with pytest.raises(sops.SopsError, match="MAC mismatch: the file was changed after it was encrypted"):
         sops.decrypt(text.replace(stored, forged).encode(), "age.yaml", ids)
     # A MAC that does not decrypt at all.
@@ -290,13 +281,13 @@ def test_age_round_trip_across_chunks() -> None:
     identity = _age.AgeIdentity(os.urandom(32))
     for size in (0, 1, 65536, 65537, 200_000):
         plaintext = os.urandom(size)
-        armored = bench.age_encrypt(plaintext, [os.urandom(32), identity.public_key])
+        armored = sopsenc.age_encrypt(plaintext, [os.urandom(32), identity.public_key])
         assert _age.decrypt_file(armored.encode(), [identity]) == plaintext
 
 
 def test_age_header_mac_is_checked() -> None:
     identity = _age.AgeIdentity(os.urandom(32))
-    binary = _age.dearmor(bench.age_encrypt(b"k" * 32, [identity.public_key]).encode())
+    binary = _age.dearmor(sopsenc.age_encrypt(b"k" * 32, [identity.public_key]).encode())
     tampered = binary.replace(b"age-encryption.org/v1\n", b"age-encryption.org/v1\n-> grease x\n\n", 1)
     with pytest.raises(sops.SopsError, match="header MAC"):
         _age.decrypt_file(tampered, [identity])
@@ -338,7 +329,7 @@ PLAIN = [
     COMPOSE,
     b"DB_PASSWORD=secret\nSOPS_MAC=x\n",
     b"",
-    os.urandom(512),
+    bytes(range(256)) * 2,  # binary garbage (fixed: xdist workers must collect the same ids)
     b"\xff\xfe\x00garbage ENC[AES256_GCM, sops",
 ]
 
@@ -439,7 +430,7 @@ def _decrypt(data: bytes, filename: str, identity: _age.AgeIdentity) -> sops.Dec
 
 def test_ini_with_age() -> None:
     tree = {"db": {"user": "admin", "password": "p;a#ss", "note_unencrypted": "plain"}, "other": {"x": "1"}}
-    data = bench.encrypt_file("ini", tree, [ME.public_key])
+    data = sopsenc.encrypt_file("ini", tree, [ME.public_key])
     assert sops.detect_format(data, "s.ini") == "ini"
     result = _decrypt(data, "s.ini", ME)
     assert result.tree == {"DEFAULT": {}, **tree}
@@ -450,7 +441,7 @@ def test_ini_with_age() -> None:
 def test_types_in_yaml_and_json() -> None:
     moment = _golang.GoTime(2024, 1, 2, 3, 4, 5, 123456789, 3600)
     tree = {"s": "text", "i": -42, "f": 1234568000.0, "t": True, "n": None, "e": "", "b": b"\x00\xffraw", "when": moment}
-    result = _decrypt(bench.encrypt_file("yaml", tree, [ME.public_key]), "t.yaml", ME)
+    result = _decrypt(sopsenc.encrypt_file("yaml", tree, [ME.public_key]), "t.yaml", ME)
     assert result.tree == {**tree, "when": moment.to_datetime()}
     with pytest.raises(sops.SopsError, match="not UTF-8"):
         result.variables()
@@ -458,7 +449,7 @@ def test_types_in_yaml_and_json() -> None:
     expected = {"s": "text", "i": "-42", "f": "1.234568E+09", "t": "true", "n": "", "e": "", "when": "2024-01-02T03:04:05+01:00"}
     assert flat.variables() == expected
     json_tree = {k: v for k, v in tree.items() if k not in ("b", "when")} | {"l": [1.5, "x", {"k": 2}]}
-    result = _decrypt(bench.encrypt_file("json", json_tree, [ME.public_key]), "t.json", ME)
+    result = _decrypt(sopsenc.encrypt_file("json", json_tree, [ME.public_key]), "t.json", ME)
     assert result.tree == json_tree
     assert set(result.secrets) >= {"text", "-42", "1.234568E+09", "true", "1.5", "x", "2"}
     assert json.loads(result.content()) == json_tree
@@ -467,11 +458,11 @@ def test_types_in_yaml_and_json() -> None:
 def test_plain_yaml_leaves_are_typed_like_yaml_v3() -> None:
     """A plain `yes` enters the MAC as "yes", `0x1F` as 31, a timestamp as Go's RFC 3339."""
     key = os.urandom(32)
-    encrypted = bench.encrypt_file("yaml", {"secret": "s"}, [ME.public_key], key=key).decode()
+    encrypted = sopsenc.encrypt_file("yaml", {"secret": "s"}, [ME.public_key], key=key).decode()
     digest = hashlib.sha512(b"yes" + b"31" + b"2024-01-01T00:00:00Z" + b"s").hexdigest().upper()
     stored = search(r"mac: (ENC\[[^\]]*\])", encrypted).group(1)
     text = "on_unencrypted: yes\nhex_unencrypted: 0x1F\ndate_unencrypted: 2024-01-01\n"
-    text += encrypted.replace(stored, bench.encrypt_value(digest, key, bench.LASTMODIFIED))
+    text += encrypted.replace(stored, sopsenc.encrypt_value(digest, key, sopsenc.LASTMODIFIED))
     result = _decrypt(text.encode(), "t.yaml", ME)
     midnight = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     assert result.tree == {"on_unencrypted": "yes", "hex_unencrypted": 31, "date_unencrypted": midnight, "secret": "s"}
@@ -479,20 +470,20 @@ def test_plain_yaml_leaves_are_typed_like_yaml_v3() -> None:
 
 def test_mac_only_encrypted() -> None:
     tree = {"a": "secret", "b_unencrypted": "changeable"}
-    data = bench.encrypt_file("yaml", tree, [ME.public_key], mac_only=True).decode()
+    data = sopsenc.encrypt_file("yaml", tree, [ME.public_key], mac_only=True).decode()
     assert _decrypt(data.replace("changeable", "changed").encode(), "m.yaml", ME).tree == {"a": "secret", "b_unencrypted": "changed"}
-    normal = bench.encrypt_file("yaml", tree, [ME.public_key]).decode()
+    normal = sopsenc.encrypt_file("yaml", tree, [ME.public_key]).decode()
     with pytest.raises(sops.SopsError, match="MAC mismatch"):
         _decrypt(normal.replace("changeable", "changed").encode(), "m.yaml", ME)
 
 
 def test_several_yaml_documents() -> None:
     key = os.urandom(32)
-    first = bench.encrypt_file("yaml", {"a": "1"}, [ME.public_key], key=key).decode()
-    second = "b: " + bench.encrypt_value("2", key, "b:") + "\n"
+    first = sopsenc.encrypt_file("yaml", {"a": "1"}, [ME.public_key], key=key).decode()
+    second = "b: " + sopsenc.encrypt_value("2", key, "b:") + "\n"
     digest = hashlib.sha512(b"12").hexdigest().upper()
     stored = search(r"mac: (ENC\[[^\]]*\])", first).group(1)
-    text = first.replace(stored, bench.encrypt_value(digest, key, bench.LASTMODIFIED)) + "---\n" + second
+    text = first.replace(stored, sopsenc.encrypt_value(digest, key, sopsenc.LASTMODIFIED)) + "---\n" + second
     result = _decrypt(text.encode(), "docs.yaml", ME)
     assert result.tree == [{"a": "1"}, {"b": "2"}]
     assert result.content() == b"a: '1'\n---\nb: '2'\n"
@@ -503,12 +494,12 @@ def test_several_yaml_documents() -> None:
 def test_dotenv_comment_rules() -> None:
     """encrypted_comment_regex: only values after a matching comment are encrypted."""
     key = os.urandom(32)
-    secret = bench.encrypt_value("hidden", key, "TOKEN:")
+    secret = sopsenc.encrypt_value("hidden", key, "TOKEN:")
     digest = hashlib.sha512(b"hidden" + b"open").hexdigest().upper()
     lines = [
         "# sops:enc", f"TOKEN={secret}", "OTHER=open",
-        f"sops_age__list_0__map_enc={bench.age_encrypt(key, [ME.public_key]).replace(chr(10), chr(92) + 'n')}",
-        f"sops_lastmodified={bench.LASTMODIFIED}", f"sops_mac={bench.encrypt_value(digest, key, bench.LASTMODIFIED)}",
+        f"sops_age__list_0__map_enc={sopsenc.age_encrypt(key, [ME.public_key]).replace(chr(10), chr(92) + 'n')}",
+        f"sops_lastmodified={sopsenc.LASTMODIFIED}", f"sops_mac={sopsenc.encrypt_value(digest, key, sopsenc.LASTMODIFIED)}",
         "sops_encrypted_comment_regex=sops:enc", "sops_version=3.9.0",
     ]
     result = _decrypt("\n".join(lines).encode(), "c.env", ME)
@@ -520,10 +511,10 @@ def test_old_json_numbers_are_accepted() -> None:
     """sops before 3.13.2 read every JSON number as a float: a big plain integer entered the
     MAC as Go's float digits."""
     key = os.urandom(32)
-    base = json.loads(bench.encrypt_file("json", {"a": "x"}, [ME.public_key], key=key))
+    base = json.loads(sopsenc.encrypt_file("json", {"a": "x"}, [ME.public_key], key=key))
     big = 2**60 + 1
     digest = hashlib.sha512(_golang.format_float_f(float(big)).encode() + b"x").hexdigest().upper()
-    base["sops"]["mac"] = bench.encrypt_value(digest, key, bench.LASTMODIFIED)
+    base["sops"]["mac"] = sopsenc.encrypt_value(digest, key, sopsenc.LASTMODIFIED)
     text = json.dumps(base).replace('"a":', f'"big_unencrypted": {big}, "a":', 1)
     assert _decrypt(text.encode(), "old.json", ME).tree == {"big_unencrypted": big, "a": "x"}
 
