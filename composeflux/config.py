@@ -15,15 +15,18 @@ import hashlib
 import logging
 import os
 import re
+import stat
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
-from composeflux import secrets
+from composeflux import secrets, sops
 from composeflux.envfile import parse_env_text
+from composeflux.environment import DEFAULT_LOCAL_ENV_DIR
 from composeflux.errors import ConfigError
 from composeflux.masking import MIN_MASKED_LENGTH, Masker
 from composeflux.settings import boolean, choice, integer, seconds
+from composeflux.sops import Identities
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ DEFAULT_RUNTIME_DIR = Path("/run/composeflux")
 DEFAULT_KNOWN_HOSTS = Path("/etc/composeflux/known_hosts")
 MAX_TIMEOUT = 86400.0  # seconds: anything longer is a typo, not a plan
 DEFAULT_HTTPS_USER = "x-access-token"  # what GitHub and Gitea accept with a token
+AGE_KEY_CREDENTIAL = "sops-age-key"  # $CREDENTIALS_DIRECTORY/sops-age-key (LoadCredentialEncrypted=)
+DEFAULT_AGE_KEY_FILE = Path("/etc/composeflux/age.key")
 
 CORE_KEYS = frozenset(
     {
@@ -55,8 +60,14 @@ CORE_KEYS = frozenset(
         "TRIGGER_DIR",
         "MASK_MIN_LENGTH",
         "RETRY_FAILED_MAX",
+        "SOPS_AGE_KEY_FILE",
+        "SOPS_AGE_KEY",
+        "GNUPGHOME",
+        "LOCAL_ENV_DIR",
     }
 )
+# Core settings whose values are credentials (the providers' are listed in secrets/).
+CORE_CREDENTIALS = frozenset({"SOPS_AGE_KEY"})
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -86,6 +97,7 @@ class Config:
     state_dir: Path
     runtime_dir: Path
     trigger_dir: Path | None
+    local_env_dir: Path  # LOCAL_ENV_DIR: the host's own <stack>.env files
     settings: Mapping[str, str] = dataclasses.field(repr=False)  # everything, as merged
     # Every credential value the configuration holds (token, password in the URL, provider
     # credentials), in the forms git and HTTP send them: the masker starts from these.
@@ -94,6 +106,8 @@ class Config:
     # provider, built and validated with the rest of the configuration.
     masker: Masker = dataclasses.field(repr=False, compare=False)
     secrets_provider: secrets.SecretsProvider = dataclasses.field(repr=False, compare=False)
+    # The host's age identities (and GnuPG home) for SOPS files, read and checked with the rest.
+    sops_identities: Identities = dataclasses.field(repr=False, compare=False)
 
     @property
     def instance_id(self) -> str:
@@ -251,6 +265,9 @@ def load(
     credentials = _credentials(settings, token, https_username, url_password)
     masker = Masker(credentials, min_length=integer(settings, "MASK_MIN_LENGTH", MIN_MASKED_LENGTH, minimum=1, maximum=64))
     named = {key: settings.get(key, "").strip() for key in secrets.credential_keys() | {"GIT_TOKEN"}}
+    local_env_raw = settings.get("LOCAL_ENV_DIR", "").strip()
+    if local_env_raw and not Path(local_env_raw).is_absolute():
+        raise ConfigError(f"LOCAL_ENV_DIR: must be an absolute path, got {local_env_raw!r}")
     named["the password in GIT_REPO_URL"] = url_password or ""
     for name, value in sorted(named.items()):
         if masker.too_short(value):
@@ -278,17 +295,66 @@ def load(
         state_dir=state_dir,
         runtime_dir=_runtime_dir(environ),
         trigger_dir=Path(trigger_raw) if trigger_raw else None,
+        local_env_dir=Path(local_env_raw) if local_env_raw else DEFAULT_LOCAL_ENV_DIR,
         settings=settings,
         credentials=credentials,
         masker=masker,
         # Built now, so its settings are validated before anything is touched.
         secrets_provider=secrets.provider_from_settings(settings, masker),
+        sops_identities=load_identities(settings, environ, masker),
     )
     return config
 
 
+def load_identities(settings: Mapping[str, str], environ: Mapping[str, str], masker: Masker) -> sops.Identities:
+    """The host's age identities, as `sops` finds them: SOPS_AGE_KEY and SOPS_AGE_KEY_FILE; when
+    neither is set, $CREDENTIALS_DIRECTORY/sops-age-key, else /etc/composeflux/age.key. None of
+    them is fine until a stack has a SOPS file. ConfigError for a key file others may read or
+    one that is not an age identity file."""
+    texts: list[tuple[str, str]] = []
+    if settings.get("SOPS_AGE_KEY", "").strip():
+        texts.append(("SOPS_AGE_KEY", settings["SOPS_AGE_KEY"]))
+    explicit = settings.get("SOPS_AGE_KEY_FILE", "").strip()
+    if explicit:
+        texts.append((f"SOPS_AGE_KEY_FILE {explicit}", _read_private(Path(explicit), "SOPS_AGE_KEY_FILE")))
+    if not texts:
+        credentials = environ.get("CREDENTIALS_DIRECTORY", "")
+        candidates = ([Path(credentials, AGE_KEY_CREDENTIAL)] if credentials else []) + [DEFAULT_AGE_KEY_FILE]
+        for candidate in candidates:
+            if os.path.lexists(candidate):
+                texts.append((str(candidate), _read_private(candidate, str(candidate))))
+                break
+    identities = []
+    for origin, text in texts:
+        masker.add(line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+        try:
+            identities += sops.parse_age_identities(text)
+        except sops.SopsError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+    gnupg_home = settings.get("GNUPGHOME", "").strip() or None
+    return sops.Identities(age=tuple(identities), gnupg_home=gnupg_home)
+
+
+def _read_private(path: Path, setting: str) -> str:
+    """A private key file's text, refused if group or others may read it (or it is no file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{setting}: {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise ConfigError(
+                f"{setting}: {path} may be read by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                "it holds a private key: chmod 600 it, owned by the user composeflux runs as"
+            )
+        return handle.read(1 << 20).decode("utf-8", errors="replace")
+
+
 def _credentials(settings: Mapping[str, str], token: str | None, user: str | None, url_password: str | None) -> frozenset[str]:
-    values = {settings.get(key, "").strip() for key in secrets.credential_keys()}
+    values = {settings.get(key, "").strip() for key in secrets.credential_keys() | CORE_CREDENTIALS}
     values |= {token or "", url_password or "", settings.get("GIT_TOKEN", "").strip()}
     values.add(urllib.parse.urlsplit(settings.get("GIT_REPO_URL", "").strip()).password or "")  # as written
     if token:

@@ -1,13 +1,17 @@
 """What a stack's `${VAR}` interpolation sees, layer by layer, lowest first:
 
     1. stack.yml `envs`                  shared by every stack
-    2. the stack's own `.env`            what the stack's authors committed (or the host keeps)
+    2. the stack's own `.env`            what the stack's authors committed, decrypted when it is
+                                         SOPS-encrypted (or `.env.sops`), then the host's own
+                                         LOCAL_ENV_DIR/<stack>.env over it
     3. stack.yml `stacks.<name>.envs`    this host's choice for this one stack
-    4. the secrets provider              always wins
+    4. the secrets provider              its global secrets
+    5. the stack's scoped secrets        `<stack>/NAME` in the provider: this stack only, always wins
 
 Compose itself lets its process environment win over `.env`. So composeflux hands Compose the
-layers that must win over `.env` (3 and 4), and of layer 1 only what `.env` does not set: a
-global `TZ` or `POSTGRES_PASSWORD` never silently overrides the one a stack committed.
+layers that must win over `.env` (3 to 5), the part of layer 2 Compose cannot read itself (the
+decrypted and host-local values), and of layer 1 only what layer 2 does not set: a global `TZ`
+or `POSTGRES_PASSWORD` never silently overrides the one a stack committed.
 Whenever a higher layer shadows a lower one the sync says so, naming variables only.
 
 No Compose semantics here beyond which names `.env` sets: Compose reads the file itself.
@@ -16,7 +20,9 @@ No Compose semantics here beyond which names `.env` sets: Compose reads the file
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,6 +37,11 @@ def read_dotenv(path: Path) -> dict[str, str]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:  # none, or not readable: Compose will say so if it matters
         return {}
+    return parse_dotenv(text)
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """KEY=value lines as a `.env` holds them: simple quoting removed, values taken literally."""
     values = {}
     for line in text.splitlines():
         match = DOTENV_LINE.match(line)
@@ -44,6 +55,38 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return values
 
 
+DEFAULT_LOCAL_ENV_DIR = Path("/etc/composeflux/stacks")
+
+
+class LocalEnvError(Exception):
+    """A host-local env file that must not be used; the message names the file, not a value."""
+
+
+def read_local_env(directory: Path, stack: str) -> dict[str, str]:
+    """The variables of `directory/<stack>.env`, the host's own .env for a stack (values kept
+    out of Git and the secrets manager on purpose); {} when there is none. Refused when group or
+    others may read it, or it is not a regular file: it stands where a .env with secrets would."""
+    path = directory / f"{stack}.env"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError as exc:
+        if os.path.islink(path):
+            raise LocalEnvError(f"{path} is a symlink; put the file itself there") from None
+        raise LocalEnvError(f"cannot read {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise LocalEnvError(f"{path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise LocalEnvError(
+                f"{path} may be read by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                "chmod 600 it, owned by the user composeflux runs as"
+            )
+        return parse_dotenv(handle.read(1 << 20).decode("utf-8", errors="replace"))
+
+
 @dataclasses.dataclass(frozen=True)
 class StackEnvironment:
     env: dict[str, str]  # what Compose gets in its environment
@@ -51,16 +94,29 @@ class StackEnvironment:
 
 
 def stack_environment(
-    global_envs: Mapping[str, str], dotenv: Mapping[str, str], stack_envs: Mapping[str, str], secrets: Mapping[str, str]
+    global_envs: Mapping[str, str],
+    dotenv: Mapping[str, str],
+    stack_envs: Mapping[str, str],
+    secrets: Mapping[str, str],
+    scoped: Mapping[str, str] | None = None,
+    provided: Mapping[str, str] | None = None,
 ) -> StackEnvironment:
-    env = {name: value for name, value in global_envs.items() if name not in dotenv}
+    """`dotenv`: what the stack's `.env` sets as Compose reads it; `provided`: the .env layer's
+    values Compose cannot read itself (a decrypted SOPS .env, LOCAL_ENV_DIR/<stack>.env), which
+    win over `dotenv`; `scoped`: the stack's own secrets."""
+    scoped = scoped or {}
+    provided = provided or {}
+    env = {name: value for name, value in global_envs.items() if name not in dotenv and name not in provided}
+    env.update(provided)
     env.update(stack_envs)
     env.update(secrets)
+    env.update(scoped)
     layers = (
         ("the shared envs of stack.yml", set(global_envs)),
-        ("its .env", set(dotenv)),
+        ("its .env", set(dotenv) | set(provided)),
         ("its envs under stacks: in stack.yml", set(stack_envs)),
         ("the secrets provider", set(secrets)),
+        ("its own scoped secrets", set(scoped)),
     )
     shadowed = []
     for position, (winner, names) in enumerate(layers[1:], start=1):

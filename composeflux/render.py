@@ -30,6 +30,7 @@ from composeflux.compose import UNSET_VARIABLE, Compose, Result, numeric_sentine
 from composeflux.errors import StateError, state_error
 from composeflux.inputs import UnknownInputs, render_inputs
 from composeflux.rendered import JSON, RenderedStack, StackHashes
+from composeflux.sopsfiles import Decryptor, Revealed, SopsFileError
 from composeflux.stacks import Stack
 
 log = logging.getLogger(__name__)
@@ -102,11 +103,13 @@ class Renderer:
         interpolation_env: Mapping[str, str],
         mask: Callable[[str], str],
         tree_root: Callable[[str], Path] | None = None,
+        decryptor: Decryptor | None = None,
     ) -> None:
         """`tree_root(stack name)`: where that stack's own tree will be (trees.py). Compose
         renders in the checkout; every path of the rendered project that points into the
         checkout is then moved to the stack's tree, which is where it is deployed from. So the
-        hashes do not depend on where the render happened (a dry run renders elsewhere)."""
+        hashes do not depend on where the render happened (a dry run renders elsewhere).
+        `decryptor`: puts the plaintext of the stack's SOPS files into the rendered project."""
         self.compose = compose
         self.checkout = checkout
         self.root = checkout.path.resolve()
@@ -114,6 +117,7 @@ class Renderer:
         self.env = dict(interpolation_env)
         self.mask = mask
         self.tree_root = tree_root
+        self.decryptor = decryptor
 
     def hmac(self, purpose: str, value: JSON) -> str:
         return hmac.new(self.hash_key, purpose.encode() + b"\0" + canonical(value), hashlib.sha256).hexdigest()
@@ -139,10 +143,17 @@ class Renderer:
             log.debug("%s: variable(s) %s not set, but not used by what is deployed", stack.name, ", ".join(warned))
         # The first render is what is hashed and deployed: Compose's own, with blanks where the
         # unused variables were. The renders with sentinels are only searched (_unset_in_use).
+        revealed = None
+        if self.decryptor is not None:
+            try:
+                revealed = self.decryptor.reveal(stack, project, self.root, self.hmac)
+            except SopsFileError as exc:
+                raise RenderError(self.mask(str(exc))) from None
+            project = revealed.project
         if self.tree_root is None:
-            return self._hash(stack, project, self.root)
+            return self._hash(stack, project, self.root, revealed)
         tree = self.tree_root(stack.name)
-        return self._hash(stack, relocate(project, self.root, tree), tree)
+        return self._hash(stack, relocate(project, self.root, tree), tree, revealed)
 
     def _config(self, stack: Stack, made_up: Mapping[str, str]) -> Result:
         return self.compose.config(stack.name, stack.directory, stack.compose_files, {**self.env, **made_up})
@@ -218,7 +229,7 @@ class Renderer:
             return stack.directory
         return self.tree_root(stack.name) / (self.relative_path(stack.directory) or ".")
 
-    def _hash(self, stack: Stack, project: dict[str, JSON], base: Path) -> RenderedStack:
+    def _hash(self, stack: Stack, project: dict[str, JSON], base: Path, revealed: Revealed | None = None) -> RenderedStack:
         services = project.get("services") or {}
         service_hashes = {}
         all_files: dict[str, str] = {}
@@ -233,12 +244,16 @@ class Renderer:
             )
         stack_hash = self.hmac("stack", {"project": project, "files": all_files})
         stack_dir = self.relative_path(stack.directory)
-        dependencies = sorted(path for path in all_files if not _inside(path, stack_dir))
+        # The SOPS files it took plaintext from count by their Git content for the render cache
+        # (a change renders again), not in the hashes: re-encrypting the same values changes nothing.
+        sources = [self.relative_path(path) for path in revealed.sources] if revealed else []
+        used = set(all_files) | {path for path in sources if path is not None}
+        dependencies = sorted(path for path in used if not _inside(path, stack_dir))
         networks = {key: n for key, n in (project.get("networks") or {}).items() if isinstance(n, dict)}
         creates = sorted(str(n.get("name") or f"{stack.name}_{key}") for key, n in networks.items() if not n.get("external"))
         needs = sorted(str(n.get("name") or key) for key, n in networks.items() if n.get("external"))
         hashes = StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies), tuple(creates), tuple(needs))
-        return RenderedStack(hashes, project)
+        return RenderedStack(hashes, project, revealed.environment if revealed else {})
 
     def _service_files(self, project: dict[str, JSON], service: dict[str, JSON], base: Path) -> dict[str, str]:
         """Checkout-relative path -> content id of the tracked local files this service uses."""

@@ -31,6 +31,8 @@ class RenderedStack:
     hashes: StackHashes
     # The rendered project holds secret values: kept in memory only, never logged or written.
     project: dict[str, JSON] = dataclasses.field(repr=False)
+    # Variables `docker compose up` needs besides the render's (SOPS secrets, see sopsfiles.py).
+    environment: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:

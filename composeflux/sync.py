@@ -29,7 +29,7 @@ from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, EngineState
-from composeflux.environment import StackEnvironment, read_dotenv, stack_environment
+from composeflux.environment import LocalEnvError, StackEnvironment, read_dotenv, read_local_env, stack_environment
 from composeflux.errors import ComposefluxError, EngineError, ExitStatus, GitSourceError, UnsafePruneError, exit_status, state_error
 from composeflux.gitsource import GitSource, deploy_key
 from composeflux.lock import sync_lock
@@ -41,6 +41,8 @@ from composeflux.render import Renderer, RenderError, load_hash_key
 from composeflux.render_cache import RenderCache
 from composeflux.rendered import JSON, RenderedStack, StackHashes, StackProblem
 from composeflux.sdnotify import Notifier
+from composeflux.secrets import Scopes, split_scopes
+from composeflux.sopsfiles import Decryptor, SopsFileError
 from composeflux.stacks import PROJECT_NAME, Discovery, Stack, StackConfig, discover, project_name
 from composeflux.trees import TREES_DIR, GitObjects, StackTrees, export, migrate_checkout, overlay
 
@@ -275,6 +277,7 @@ class _Run:
         provider = config.secrets_provider
         secret_values = provider.fetch()
         config.masker.add(secret_values.values())
+        scopes = split_scopes(secret_values)
         log.log(
             logging.DEBUG if provider.name == "none" else logging.INFO,
             "Secrets provider %s returned %d value(s)", provider.name, len(secret_values),
@@ -304,15 +307,11 @@ class _Run:
         self._overlay(checkout, trees)
         discovery = self._discover(checkout, engine)
         stack_config = discovery.stack_config
-        environments = {
-            stack.name: stack_environment(
-                stack_config.envs, read_dotenv(stack.directory / ".env"), stack_config.settings(stack.name).envs, secret_values
-            )
-            for stack in discovery.stacks
-        }
+        decryptor = Decryptor(config.sops_identities, config.masker)
+        discovery, environments = self._environments(discovery, checkout, scopes, decryptor)
         hash_key = load_hash_key(config.state_dir)
         renderers = {
-            name: Renderer(tools.compose, checkout, hash_key, environment.env, config.masker, tree_root=trees.path)
+            name: Renderer(tools.compose, checkout, hash_key, environment.env, config.masker, tree_root=trees.path, decryptor=decryptor)
             for name, environment in environments.items()
         }
         shared = Renderer(tools.compose, checkout, hash_key, stack_config.envs, config.masker, tree_root=trees.path)
@@ -381,6 +380,40 @@ class _Run:
             log.error("%s", problem.reason, extra={STACK: problem.name, ACTION: "failed"})
             self.reported.add(problem.name)
         return discovery
+
+    def _environments(
+        self, discovery: Discovery, checkout: Checkout, scopes: Scopes, decryptor: Decryptor
+    ) -> tuple[Discovery, dict[str, StackEnvironment]]:
+        """Each stack's interpolation environment (environment.py). A stack whose SOPS .env
+        cannot be decrypted, or whose host-local env file is refused, fails alone."""
+        stack_config = discovery.stack_config
+        names = {stack.name for stack in discovery.stacks} | {problem.name for problem in discovery.problems}
+        for name in sorted(set(scopes.stacks) - names):
+            log.warning("The secrets provider has secrets scoped to %s, but no stack of that name exists", name)
+        local_dir = self.config.local_env_dir
+        with contextlib.suppress(OSError):
+            for entry in sorted(os.listdir(local_dir)):
+                if entry.endswith(".env") and entry[: -len(".env")] not in names:
+                    log.warning("%s: no stack of that name exists; the file is not used", local_dir / entry)
+        environments = {}
+        problems = list(discovery.problems)
+        stacks = []
+        for stack in discovery.stacks:
+            try:
+                provided = decryptor.dotenv(stack.directory, checkout.path)
+                provided.update(read_local_env(local_dir, stack.name))
+            except (SopsFileError, LocalEnvError) as exc:
+                message = self.config.masker(str(exc))
+                log.error("%s", message, extra={STACK: stack.name, ACTION: "failed"})
+                self.reported.add(stack.name)
+                problems.append(StackProblem(stack.name, message))
+                continue
+            stacks.append(stack)
+            environments[stack.name] = stack_environment(
+                stack_config.envs, read_dotenv(stack.directory / ".env"), stack_config.settings(stack.name).envs,
+                scopes.shared, scopes.stacks.get(stack.name), provided,
+            )
+        return dataclasses.replace(discovery, stacks=stacks, problems=problems), environments
 
     def _render_all(
         self, discovery: Discovery, renderers: dict[str, Renderer], environments: dict[str, StackEnvironment], cache: RenderCache
@@ -456,7 +489,7 @@ class _Run:
             record = self.previous.stacks.get(planned.name)
             wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
             tree = trees.update(planned.name, wanted, record.tree if record else None).revision
-            applier.deploy(planned.name, renderer.deploy_directory(stack), project, renderer.env)
+            applier.deploy(planned.name, renderer.deploy_directory(stack), project, {**renderer.env, **fresh.environment})
         except EngineError as exc:  # the run stops; what this stack's tree now holds is still recorded
             self.done.append(StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=str(exc), tree=tree))
             raise

@@ -9,6 +9,8 @@ Environment: the command inherits composeflux's environment, which is how tools 
 settings (BWS_ACCESS_TOKEN, SOPS_AGE_KEY_FILE, VAULT_ADDR, $CREDENTIALS_DIRECTORY, ...), minus
 composeflux's own settings (credentials such as INFISICAL_CLIENT_SECRET or GIT_TOKEN must not
 leak into a third-party tool) and systemd's NOTIFY_SOCKET (only composeflux reports status).
+The settings composeflux shares with `sops` (SOPS_AGE_KEY_FILE, SOPS_AGE_KEY, GNUPGHOME) mean the
+same to the command and are passed on, from composeflux.conf too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from composeflux.settings import seconds
 
 log = logging.getLogger("composeflux.secrets")
 
+# composeflux's settings that are sops's too: the command may well be `sops -d`.
+SHARED_WITH_SOPS = frozenset({"SOPS_AGE_KEY_FILE", "SOPS_AGE_KEY", "GNUPGHOME"})
 DEFAULT_TIMEOUT = 30.0  # seconds; CLIs like bws or op make a network round trip or two
 
 
@@ -36,22 +40,26 @@ def from_settings(settings: Mapping[str, str], masker: Masker) -> CommandProvide
     if not command:
         raise ConfigError("SECRETS_COMMAND: required when SECRETS_PROVIDER=command")
     timeout = seconds(settings, "SECRETS_COMMAND_TIMEOUT", DEFAULT_TIMEOUT, allow_zero=False, maximum=3600)
-    hidden = set(settings) | all_keys() | {"NOTIFY_SOCKET"}
-    return CommandProvider(command, timeout, hidden, masker)
+    hidden = (set(settings) | all_keys() | {"NOTIFY_SOCKET"}) - SHARED_WITH_SOPS
+    shared = {key: settings[key] for key in SHARED_WITH_SOPS if settings.get(key)}
+    return CommandProvider(command, timeout, hidden, masker, shared)
 
 
 class CommandProvider(SecretsProvider):
     name = "command"
 
-    def __init__(self, command: str, timeout: float, hidden_variables: set[str], masker: Masker):
+    def __init__(
+        self, command: str, timeout: float, hidden_variables: set[str], masker: Masker, shared: Mapping[str, str] | None = None
+    ) -> None:
         self.command = command
         self.masker = masker
         self.timeout = timeout
         self.hidden_variables = hidden_variables
+        self.shared = dict(shared or {})
         self._fetched: dict[str, str] | None = None  # this sync's result, for fetch_deploy_key
 
     def fetch(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in self.hidden_variables}
+        env = {**{k: v for k, v in os.environ.items() if k not in self.hidden_variables}, **self.shared}
         try:
             process = subprocess.Popen(
                 ["/bin/sh", "-c", self.command],

@@ -48,6 +48,7 @@ class Runner:
             "GIT_REPO_URL": str(repo.remote),
             "STACK_PATH": repo.stack_path,
             "TRIGGER_DIR": str(self.spool),
+            "LOCAL_ENV_DIR": str(tmp_path / "local-env"),  # not the host's /etc/composeflux/stacks
         }
 
     def __call__(
