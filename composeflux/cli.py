@@ -41,6 +41,10 @@ def sync_options(function: F) -> F:
             "--retry-failed", is_flag=True, help="Try failed stacks now, even those waiting out their backoff (RETRY_FAILED_MAX)."
         ),
         click.option(
+            "--retry", "retry", metavar="STACK", multiple=True,
+            help="Try STACK now, even a revision that failed its health gate or waits out its backoff (repeatable).",
+        ),
+        click.option(
             "--adopt", "adopt", metavar="NAME", multiple=True,
             help="Take over the Compose project NAME, deployed by something else, once (repeatable).",
         ),
@@ -91,17 +95,24 @@ def sync_main(config_file: Path | None, **options: Any) -> None:
     sys.exit(run_sync(config_file, **options))
 
 
-@main.command("status")
-@click.pass_obj
-def status_command(config_file: Path | None) -> None:
-    """Show the result of the last sync."""
+def _load_config(config_file: Path | None) -> configuration.Config:
     logs.setup_logging("INFO", "text", Masker())
     try:
-        config = configuration.load(config_file)
+        return configuration.load(config_file)
     except ComposefluxError as exc:
         log.error("%s", exc)
         sys.exit(exit_status(exc))
+
+
+@main.command("status")
+@click.argument("stack", required=False)
+@click.pass_obj
+def status_command(config_file: Path | None, /, stack: str | None) -> None:
+    """Show the result of the last sync (and what is known of STACK)."""
+    config = _load_config(config_file)
     saved = state.read(config.state_dir)
+    if stack is not None:
+        sys.exit(_show_stack(saved, stack))
     last = saved.last_sync
     if last is None:
         click.echo(f"No sync has completed yet ({config.state_dir / state.STATE_FILE} does not exist).")
@@ -111,14 +122,91 @@ def status_command(config_file: Path | None) -> None:
         click.echo(f"Commit:    {last.commit[:12]} {last.subject or ''}".rstrip())
     click.echo(f"Summary:   {last.summary}")
     width = max(map(len, last.stacks), default=0)
-    for name, stack in sorted(last.stacks.items()):
-        why = stack.get("error") or stack.get("reason") or ""
+    for name, entry in sorted(last.stacks.items()):
+        why = entry.get("error") or entry.get("reason") or ""
         record = saved.stacks.get(name)
         if record and record.consecutive_failures > 1:
             why += f" (failed {record.consecutive_failures} syncs in a row, since {record.failing_since})"
-        action = PAST_TENSE.get(Action(stack["action"]), stack["action"]) if stack.get("action") in ACTIONS else "?"
+        action = PAST_TENSE.get(Action(entry["action"]), entry["action"]) if entry.get("action") in ACTIONS else "?"
         click.echo(f"  {action:<13}  {name:<{width}}  {why}".rstrip())
     sys.exit(0 if last.result == "ok" else 1)
+
+
+def _show_stack(saved: state.State, name: str) -> int:
+    """Everything the state knows of one stack; 1 when it is not running what Git wants."""
+    record = saved.stacks.get(name)
+    if record is None:
+        click.echo(f"{name}: composeflux knows no stack of that name.")
+        return 1
+    last = (saved.last_sync.stacks if saved.last_sync else {}).get(name, {})
+
+    def revision(value: state.Revision | None) -> str:
+        if value is None:
+            return "-"
+        images = f", {len(value.images)} image(s) pinned for a rollback" if value.images else ""
+        return f"{(value.commit or '?')[:12]} (hash {(value.hash or '?')[:12]}, {value.time}{images})"
+
+    action = record.last_action or "?"
+    click.echo(f"Stack:      {name}")
+    click.echo(f"Last:       {PAST_TENSE.get(Action(action), action) if action in ACTIONS else action}: "
+               f"{last.get('error') or record.last_error or record.last_reason or '-'}")
+    click.echo(f"Deployed:   {revision(record.deployed)}")
+    click.echo(f"Last good:  {revision(record.good)}")
+    if record.rejected is not None:
+        click.echo(f"Rejected:   {revision(record.rejected)}: {record.rejected_reason or '?'}; "
+                   f"waiting for a new revision (or `composeflux sync --retry {name}`)")
+    if record.consecutive_failures:
+        click.echo(f"Failures:   {record.consecutive_failures} in a row, since {record.failing_since}")
+    if record.retry_after:
+        click.echo(f"Retry:      not before {record.retry_after}")
+    if record.heal_attempts:
+        click.echo(f"Healed:     {record.heal_attempts} time(s) at hash {(record.heal_hash or '?')[:12]}")
+    if record.suspended is not None:
+        click.echo(f"Suspended:  since {record.suspended_since}{': ' + record.suspended if record.suspended else ''}")
+    if record.pending is not None:
+        click.echo(f"Pending:    {revision(record.pending)} (a sync deploying it did not finish; the next one checks it)")
+    broken = record.last_action in (Action.FAILED.value, Action.ROLLED_BACK.value) or record.rejected is not None
+    return 1 if broken else 0
+
+
+@main.command("suspend")
+@click.argument("stack")
+@click.option("--reason", metavar="TEXT", default="", help="Why, shown by status and in every sync's log.")
+@click.pass_obj
+def suspend_command(config_file: Path | None, /, stack: str, reason: str) -> None:
+    """Leave STACK exactly as it is: not deployed, healed or pruned, until `resume`."""
+    sys.exit(_set_suspended(config_file, stack, reason))
+
+
+@main.command("resume")
+@click.argument("stack")
+@click.pass_obj
+def resume_command(config_file: Path | None, /, stack: str) -> None:
+    """Undo `suspend`: the next sync deploys, heals or prunes STACK again."""
+    sys.exit(_set_suspended(config_file, stack, None))
+
+
+def _set_suspended(config_file: Path | None, stack: str, reason: str | None) -> ExitStatus:
+    from composeflux.lock import sync_lock
+
+    config = _load_config(config_file)
+    try:
+        with sync_lock(config.state_dir, config.lock_timeout, record_pid=False):
+            before = state.read(config.state_dir).stacks.get(stack)
+            state.set_suspended(config.state_dir, stack, reason)
+    except ComposefluxError as exc:
+        log.error("%s", exc)
+        return exit_status(exc)
+    except OSError as exc:
+        log.error("Cannot record it in %s: %s", config.state_dir, exc.strerror)
+        return ExitStatus.STATE
+    if reason is None:
+        was = before is not None and before.suspended is not None
+        click.echo(f"{stack}: resumed; the next sync handles it again" if was else f"{stack}: was not suspended")
+    else:
+        known = "" if before is not None else " (no stack of that name was synced yet)"
+        click.echo(f"{stack}: suspended{known}; no sync deploys, heals or prunes it until `composeflux resume {stack}`")
+    return ExitStatus.OK
 
 
 @main.command("trigger")
@@ -144,6 +232,7 @@ def run_sync(
     dry_run: bool,
     allow_prune_all: bool,
     retry_failed: bool,
+    retry: tuple[str, ...],
     adopt: tuple[str, ...],
     log_level: str | None,
     log_format: str | None,
@@ -163,5 +252,7 @@ def run_sync(
 
     from composeflux import sync  # Git and Compose: loaded only for a sync, not for --version or status
 
-    options = sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed, adopt=frozenset(adopt))
+    options = sync.Options(
+        dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed, adopt=frozenset(adopt), retry=frozenset(retry)
+    )
     return sync.run(config, options, commit_field=commit_field)

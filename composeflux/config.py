@@ -64,6 +64,10 @@ CORE_KEYS = frozenset(
         "SOPS_AGE_KEY",
         "GNUPGHOME",
         "LOCAL_ENV_DIR",
+        "HEALTH_TIMEOUT",
+        "HEALTH_STABLE",
+        "ROLLBACK",
+        "HEAL_MAX_ATTEMPTS",
     }
 )
 # Core settings whose values are credentials (the providers' are listed in secrets/).
@@ -92,6 +96,10 @@ class Config:
     lock_timeout: float
     deploy_timeout: float
     retry_failed_max: float  # seconds; 0: retry failed stacks on every sync
+    health_timeout: float  # seconds a deployed container has to become running (and healthy)
+    health_stable: float  # seconds it must then keep running without a restart
+    rollback: bool  # put a stack that fails its health gate back to its last good revision
+    heal_max_attempts: int  # redeploys of a broken stack at one revision; 0: never heal
     log_level: str
     log_format: str
     state_dir: Path
@@ -290,6 +298,10 @@ def load(
         # 0 would make every deploy time out at once.
         deploy_timeout=seconds(settings, "DEPLOY_TIMEOUT", 600.0, allow_zero=False, maximum=MAX_TIMEOUT),
         retry_failed_max=seconds(settings, "RETRY_FAILED_MAX", 3600.0, maximum=7 * 86400),
+        health_timeout=seconds(settings, "HEALTH_TIMEOUT", 120.0, allow_zero=False, maximum=3600),
+        health_stable=seconds(settings, "HEALTH_STABLE", 10.0, maximum=3600),
+        rollback=boolean(settings, "ROLLBACK", True),
+        heal_max_attempts=integer(settings, "HEAL_MAX_ATTEMPTS", 3, minimum=0, maximum=100),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,

@@ -34,6 +34,7 @@ class Container:
     labels: dict[str, str]
     state: str  # running, exited, restarting, created, paused, dead
     exit_code: int | None
+    health: str | None = None  # healthy, unhealthy, starting; None without a healthcheck
 
     @property
     def service_hash(self) -> str | None:

@@ -26,6 +26,9 @@ def sync_lock(state_dir: Path, timeout: float, record_pid: bool = True) -> Itera
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        owner = os.stat(state_dir)
+        if os.geteuid() == 0 and owner.st_uid != 0:  # root (`composeflux suspend`): the service must still open it
+            os.fchown(fd, owner.st_uid, owner.st_gid)
     except OSError as exc:
         raise state_error(path, exc) from None
     try:

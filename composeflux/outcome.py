@@ -18,8 +18,12 @@ PAST_TENSE = {
     Action.PRUNE: "pruned",
     Action.KEEP: "kept",
     Action.FAILED: "failed",
+    Action.ROLLED_BACK: "rolled back",
+    Action.SUSPENDED: "suspended",
     Action.SKIPPED: "not attempted",
 }
+# Outcomes that leave the stack not running what Git says: they make the sync exit 1.
+FAILURES = (Action.FAILED, Action.ROLLED_BACK)
 SUMMARY_NAMES = 10  # failed stacks named in the summary line
 # Always counted in the summary line, even when zero (the others only when they happened).
 ALWAYS_COUNTED = (Action.DEPLOY, Action.UNCHANGED, Action.PRUNE, Action.FAILED)
@@ -39,10 +43,16 @@ class StackOutcome:
     # inputs are not retried on every run; and whether it was not even tried (backoff).
     inputs: str | None = None
     held: bool = False
+    # DEPLOY, ROLLED_BACK: the image ID each service's containers run, once they passed the gate.
+    images: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The revision that failed its health gate (ROLLED_BACK, or FAILED when nothing could be put
+    # back): not deployed again until Git wants something else. (commit, stack hash)
+    rejected: tuple[str | None, str] | None = None
+    healed: bool = False  # DEPLOY: a redeploy of the same revision, because it was broken
 
     @property
     def changed_something(self) -> bool:
-        return self.action in (Action.DEPLOY, Action.PRUNE)
+        return self.action in (Action.DEPLOY, Action.PRUNE, Action.ROLLED_BACK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +67,7 @@ class SyncOutcome:
 
     @property
     def failed(self) -> dict[str, str]:
-        return {s.name: s.error or s.reason for s in self.stacks if s.action is Action.FAILED}
+        return {s.name: s.error or s.reason for s in self.stacks if s.action in FAILURES}
 
     @property
     def result(self) -> str:
@@ -75,7 +85,7 @@ class SyncOutcome:
     def done(self) -> str:
         """What was changed before the sync ended, e.g. "deployed a, b; pruned c", or ""."""
         parts = []
-        for action in (Action.DEPLOY, Action.PRUNE):
+        for action in (Action.DEPLOY, Action.PRUNE, Action.ROLLED_BACK):
             names = [s.name for s in self.stacks if s.action is action]
             if names:
                 parts.append(f"{PAST_TENSE[action]} {', '.join(names)}")

@@ -23,6 +23,8 @@ class Action(str, enum.Enum):  # noqa: UP042 -- see the comment above
     PRUNE = "prune"
     FAILED = "failed"
     KEEP = "keep"  # deleted from Git, but REMOVE_ORPHANS=false
+    SUSPENDED = "suspended"  # `composeflux suspend` or stack.yml: not deployed, healed or pruned
+    ROLLED_BACK = "rollback"  # outcomes only: deployed, failed its health gate, put back to its last good revision
     SKIPPED = "skipped"  # outcomes only: planned, but the sync stopped before reaching it
 
 
@@ -56,10 +58,11 @@ class Plan:
             Action.UNCHANGED: "unchanged",
             Action.PRUNE: "to prune",
             Action.KEEP: "to keep",
+            Action.SUSPENDED: "suspended",
             Action.FAILED: "failed",
         }
         counts = {action: len(self.with_action(action)) for action in words}
-        return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a is not Action.KEEP)
+        return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a not in (Action.KEEP, Action.SUSPENDED))
 
 
 def network_order(items: list[StackHashes | StackProblem], first: Sequence[str]) -> list[StackHashes | StackProblem]:
@@ -92,6 +95,7 @@ def make_plan(
     allow_prune_all: bool,
     held: Mapping[str, tuple[str, str]] | None = None,
     adopt: Collection[str] = (),
+    suspended: Mapping[str, str] | None = None,
 ) -> Plan:
     """desired: every stack directory found in Git, in deploy order: its hashes, or why it
     cannot be deployed (a failed stack is still in Git: it is never pruned). The plan lists
@@ -100,13 +104,21 @@ def make_plan(
     held: name -> (stack hash, why): a stack whose deploy failed with exactly this hash is not
     tried again yet (failure backoff); it stays failed.
     adopt: names of Compose projects deployed by something else (not another composeflux
-    instance) that this sync takes over, as asked (`sync --adopt NAME`)."""
+    instance) that this sync takes over, as asked (`sync --adopt NAME`).
+    held also carries revisions that failed their health gate (rolled back): not deployed again
+    while their hash is what Git wants.
+    suspended: name -> why: such a stack is left exactly as it is (not deployed, not pruned, even
+    when deleted from Git)."""
+    suspended = suspended or {}
     stacks = []
     in_git = set()
     for item in desired:
         name = item.name
         in_git.add(name)
-        if isinstance(item, StackProblem):
+        if name in suspended:
+            digest = item.stack_hash if isinstance(item, StackHashes) else None
+            stacks.append(StackPlan(name, Action.SUSPENDED, suspended[name], digest))
+        elif isinstance(item, StackProblem):
             stacks.append(StackPlan(name, Action.FAILED, item.reason))
         elif name in others and name in (adopt or ()) and others[name] == UNMANAGED:
             stacks.append(StackPlan(name, Action.DEPLOY, f"adopting the Compose project {name}, {UNMANAGED}", item.stack_hash))
@@ -126,7 +138,8 @@ def make_plan(
             else:
                 stacks.append(StackPlan(name, Action.DEPLOY if reason else Action.UNCHANGED, reason, item.stack_hash))
 
-    gone = sorted(set(deployed) - in_git)
+    stacks += [StackPlan(name, Action.SUSPENDED, suspended[name]) for name in sorted(set(deployed) & set(suspended) - in_git)]
+    gone = sorted(set(deployed) - in_git - set(suspended))
     if gone and not in_git and not allow_prune_all:
         raise UnsafePruneError(
             f"no stacks were found in Git, but {len(gone)} are deployed ({', '.join(gone)}); refusing to remove them all. "
@@ -161,6 +174,10 @@ def compare(hashes: StackHashes, deployed: DeployedStack | None, remove_orphans:
     down = sorted(s for s in hashes.service_hashes if not all(c.is_up for c in running[s]))
     if down:
         return f"not running (services: {', '.join(down)})"
+    # Docker says unhealthy only after the healthcheck failed `retries` times in a row.
+    unhealthy = sorted(s for s in hashes.service_hashes if any(c.health == "unhealthy" for c in running[s]))
+    if unhealthy:
+        return f"unhealthy (services: {', '.join(unhealthy)})"
     removed = sorted(set(running) - set(hashes.service_hashes))
     if removed and remove_orphans:
         return f"services removed from Git: {', '.join(removed)}"

@@ -53,9 +53,14 @@ class StackSettings:
     """stack.yml `stacks.<name>`: settings of one stack. Later capabilities add keys here."""
 
     envs: dict[str, str] = dataclasses.field(default_factory=dict)
+    health_timeout: float | None = None  # seconds; None: HEALTH_TIMEOUT
+    health_stable: float | None = None  # seconds; None: HEALTH_STABLE
+    rollback: bool | None = None  # None: ROLLBACK
+    suspended: bool = False  # a pause declared in Git: not deployed, healed or pruned
 
 
-STACK_SETTING_KEYS = ("envs",)
+STACK_SETTING_KEYS = ("envs", "health_timeout", "health_stable", "rollback", "suspended")
+MAX_HEALTH_SECONDS = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,8 +384,34 @@ def _stacks(file: str, value: object) -> dict[str, StackSettings]:
         unknown = sorted(map(str, set(settings) - set(STACK_SETTING_KEYS)))
         if unknown:
             raise ConfigError(f"{file}: stacks.{name}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(STACK_SETTING_KEYS)})")
-        stacks[name] = StackSettings(envs=_envs(file, f"stacks.{name}.envs", settings.get("envs")))
+        where = f"{file}: stacks.{name}"
+        stacks[name] = StackSettings(
+            envs=_envs(file, f"stacks.{name}.envs", settings.get("envs")),
+            health_timeout=_seconds(where, "health_timeout", settings.get("health_timeout"), allow_zero=False),
+            health_stable=_seconds(where, "health_stable", settings.get("health_stable"), allow_zero=True),
+            rollback=_flag(where, "rollback", settings.get("rollback")),
+            suspended=bool(_flag(where, "suspended", settings.get("suspended"))),
+        )
     return stacks
+
+
+def _seconds(where: str, key: str, value: object, allow_zero: bool) -> float | None:
+    """A number of seconds (an int or float, YAML's own), None when not given."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_HEALTH_SECONDS \
+            or (value == 0 and not allow_zero):
+        bound = "from 0" if allow_zero else "more than 0"
+        raise ConfigError(f"{where}.{key}: expected a number of seconds, {bound}, at most {MAX_HEALTH_SECONDS:g}")
+    return float(value)
+
+
+def _flag(where: str, key: str, value: object) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false")
+    return value
 
 
 def _startup_order(file: str, value: object) -> tuple[str, ...]:

@@ -6,11 +6,19 @@
      "last_sync": {time, result, status, commit, subject, branch, repository, summary,
                    stacks: {NAME: {action, reason, hash, error}}},
      "stacks": {NAME: {last_action, last_reason, last_error,
-                       deployed: {commit, hash, time} | null,    the commit its containers run
-                       good: {commit, hash, time} | null,        the last one that converged
+                       deployed: {commit, hash, time, images} | null,   the commit its containers run
+                       good: {commit, hash, time, images} | null,       the last one that passed its
+                                                                        health gate (images: service ->
+                                                                        image ID, for a rollback)
                        consecutive_failures, failing_since,
                        tree: {commit, paths} | null,             what its own tree holds
-                       failed_inputs, retry_after}},             failure backoff
+                       failed_inputs, retry_after,               failure backoff
+                       rejected: {commit, hash, time} | null,    a revision that failed its gate:
+                       rejected_reason,                          not deployed again while Git wants it
+                       heal_hash, heal_attempts,                 redeploys of a broken revision
+                       suspended, suspended_since,               `composeflux suspend`: why, since when
+                       pending: {commit, hash, time} | null}},   being deployed (set before `up`,
+                                                                 cleared when the run is recorded)
      "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
 
 `record()` is a pure function from the previous state and a run's outcome to the next state;
@@ -18,8 +26,9 @@
 read these records; nothing else keeps its own copy. The file of composeflux 0.1
 (`last-sync.json`) is read once and migrated; a damaged file is set aside, never trusted.
 
-"Good" means: the last deploy of the stack succeeded, or the sync found it running exactly
-what Git says. (A health gate, when there is one, decides it more strictly.)
+"Good" means: the last deploy of the stack passed its health gate, or the sync found it
+running exactly what Git says. New keys are optional (a file without them reads as before), so
+the format stays version 1; a file of a later version is set aside, as a damaged one is.
 """
 
 from __future__ import annotations
@@ -55,12 +64,15 @@ class Revision:
     commit: str | None
     hash: str | None
     time: str
+    images: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> image ID
 
     @classmethod
     def from_json(cls, data: JSON) -> Revision | None:
         if not isinstance(data, dict):
             return None
-        return cls(_str(data.get("commit")), _str(data.get("hash")), _str(data.get("time")) or "")
+        images = data.get("images")
+        images = {str(k): v for k, v in images.items() if isinstance(v, str)} if isinstance(images, dict) else {}
+        return cls(_str(data.get("commit")), _str(data.get("hash")), _str(data.get("time")) or "", images)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +87,13 @@ class StackRecord:
     tree: TreeRevision | None = None  # what the stack's own tree holds (trees.py)
     failed_inputs: str | None = None  # what failed: not retried before retry_after unless it changes
     retry_after: str | None = None
+    rejected: Revision | None = None  # failed its health gate: not deployed again while Git wants it
+    rejected_reason: str | None = None
+    heal_hash: str | None = None  # the revision heal_attempts counts redeploys of
+    heal_attempts: int = 0
+    suspended: str | None = None  # `composeflux suspend`: the reason given ("" for none)
+    suspended_since: str | None = None
+    pending: Revision | None = None  # being deployed by a sync that has not recorded its end
 
     @classmethod
     def from_json(cls, data: JSON) -> StackRecord:
@@ -87,11 +106,18 @@ class StackRecord:
             last_error=_str(data.get("last_error")),
             deployed=Revision.from_json(data.get("deployed")),
             good=Revision.from_json(data.get("good")),
-            consecutive_failures=failures if isinstance(failures, int) and failures >= 0 else 0,
+            consecutive_failures=_count(failures),
             failing_since=_str(data.get("failing_since")),
             tree=_tree(data.get("tree")),
             failed_inputs=_str(data.get("failed_inputs")),
             retry_after=_str(data.get("retry_after")),
+            rejected=Revision.from_json(data.get("rejected")),
+            rejected_reason=_str(data.get("rejected_reason")),
+            heal_hash=_str(data.get("heal_hash")),
+            heal_attempts=_count(data.get("heal_attempts")),
+            suspended=_str(data.get("suspended")),
+            suspended_since=_str(data.get("suspended_since")),
+            pending=Revision.from_json(data.get("pending")),
         )
 
 
@@ -171,6 +197,10 @@ def _str(value: JSON) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _count(value: JSON) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
 # -- the pure part -------------------------------------------------------------------------------
 
 
@@ -240,14 +270,18 @@ def record(
 
 
 def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max: float) -> StackRecord:
+    record = dataclasses.replace(record, pending=None)  # this run's end is recorded now
     if stack.tree is not None:
         record = dataclasses.replace(record, tree=stack.tree)
+    if stack.rejected is not None:
+        commit, digest = stack.rejected
+        record = dataclasses.replace(record, rejected=Revision(commit, digest, time), rejected_reason=stack.error or stack.reason)
     if stack.action is Action.FAILED and stack.held:
         return dataclasses.replace(record, last_action=stack.action.value)  # not tried: nothing new
-    if stack.action is Action.FAILED:
+    if stack.action in (Action.FAILED, Action.ROLLED_BACK):
         failures = record.consecutive_failures + 1
         wait = backoff(failures, retry_max) if stack.inputs else 0.0
-        return dataclasses.replace(
+        record = dataclasses.replace(
             record,
             last_action=stack.action.value,
             last_reason=stack.reason,
@@ -257,11 +291,23 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max:
             failed_inputs=stack.inputs if wait else None,
             retry_after=_later(time, wait) if wait else None,
         )
+        if stack.action is Action.ROLLED_BACK:  # it runs its last good revision again
+            images = stack.images or (record.good.images if record.good else {})
+            record = dataclasses.replace(record, deployed=Revision(stack.commit, stack.stack_hash, time, images))
+        return record
     if stack.action in (Action.DEPLOY, Action.UNCHANGED):
         deployed = record.deployed
         if stack.action is Action.DEPLOY or deployed is None or deployed.hash != stack.stack_hash:
-            deployed = Revision(stack.commit, stack.stack_hash, time)
-        return StackRecord(
+            images = stack.images or (deployed.images if deployed and deployed.hash == stack.stack_hash else {})
+            deployed = Revision(stack.commit, stack.stack_hash, time, images)
+        heal_hash, attempts = record.heal_hash, record.heal_attempts
+        if stack.healed:
+            attempts = attempts + 1 if heal_hash == stack.stack_hash else 1
+            heal_hash = stack.stack_hash
+        elif heal_hash != stack.stack_hash:
+            heal_hash, attempts = None, 0
+        return dataclasses.replace(
+            record,
             last_action=stack.action.value,
             last_reason=stack.reason,
             last_error=None,
@@ -269,10 +315,39 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max:
             good=deployed,
             consecutive_failures=0,
             failing_since=None,
-            tree=record.tree,
+            failed_inputs=None,
+            retry_after=None,
+            rejected=None if stack.action is Action.DEPLOY else record.rejected,
+            rejected_reason=None if stack.action is Action.DEPLOY else record.rejected_reason,
+            heal_hash=heal_hash,
+            heal_attempts=attempts,
         )
-    # KEEP, SKIPPED: nothing happened to the stack; only say so.
+    # KEEP, SUSPENDED, SKIPPED: nothing happened to the stack; only say so.
     return dataclasses.replace(record, last_action=stack.action.value, last_reason=stack.reason)
+
+
+def mark_pending(state_dir: Path, name: str, commit: str | None, digest: str | None) -> None:
+    """Write down, before `up`, that this stack is being deployed at this revision: a sync killed
+    between `up` and recording its end leaves containers of a revision no gate has passed, and
+    the next sync must gate them (not take them for good because their hash is what Git wants)."""
+    current = _load(state_dir, set_aside=False)
+    record = current.stacks.get(name, StackRecord())
+    stacks = {**current.stacks, name: dataclasses.replace(record, pending=Revision(commit, digest, now()))}
+    save(state_dir, dataclasses.replace(current, stacks=stacks))
+
+
+def set_suspended(state_dir: Path, name: str, reason: str | None) -> State:
+    """`composeflux suspend NAME` (reason: text, "" for none) and `resume NAME` (reason None),
+    under the sync lock; returns the new state."""
+    current = load(state_dir)
+    record = current.stacks.get(name, StackRecord())
+    if reason is None:
+        record = dataclasses.replace(record, suspended=None, suspended_since=None)
+    else:
+        record = dataclasses.replace(record, suspended=reason, suspended_since=record.suspended_since or now())
+    updated = dataclasses.replace(current, stacks={**current.stacks, name: record})
+    save(state_dir, updated)
+    return updated
 
 
 def _later(time: str, seconds: float) -> str:
@@ -353,6 +428,10 @@ def save(state_dir: Path, state: State) -> None:
     temporary = path.with_name(f".{STATE_FILE}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, MODE)
     try:
+        owner = os.stat(state_dir)
+        if os.geteuid() == 0 and owner.st_uid != 0:
+            # root running `composeflux suspend`: the file stays the service user's to read.
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(state.to_json(), handle, indent=2, sort_keys=True)
             handle.write("\n")

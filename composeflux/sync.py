@@ -30,11 +30,21 @@ from composeflux.compose import Compose
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, EngineState
 from composeflux.environment import LocalEnvError, StackEnvironment, read_dotenv, read_local_env, stack_environment
-from composeflux.errors import ComposefluxError, EngineError, ExitStatus, GitSourceError, UnsafePruneError, exit_status, state_error
+from composeflux.errors import (
+    ComposefluxError,
+    ConfigError,
+    EngineError,
+    ExitStatus,
+    GitSourceError,
+    UnsafePruneError,
+    exit_status,
+    state_error,
+)
 from composeflux.gitsource import GitSource, deploy_key
+from composeflux.health import ContainerHealth, GateResult, gate
 from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
-from composeflux.outcome import StackOutcome, SyncOutcome
+from composeflux.outcome import FAILURES, StackOutcome, SyncOutcome
 from composeflux.plan import Action, Plan, StackPlan, make_plan, network_order
 from composeflux.preflight import EngineFacts, Provided, check
 from composeflux.render import Renderer, RenderError, load_hash_key
@@ -43,10 +53,29 @@ from composeflux.rendered import JSON, RenderedStack, StackHashes, StackProblem
 from composeflux.sdnotify import Notifier
 from composeflux.secrets import Scopes, split_scopes
 from composeflux.sopsfiles import Decryptor, SopsFileError
-from composeflux.stacks import PROJECT_NAME, Discovery, Stack, StackConfig, discover, project_name
+from composeflux.stacks import PROJECT_NAME, Discovery, Stack, StackConfig, StackSettings, discover, project_name
 from composeflux.trees import TREES_DIR, GitObjects, StackTrees, export, migrate_checkout, overlay
 
 log = logging.getLogger(__name__)
+
+# Plan reasons (plan.compare) of a stack at the revision Git wants whose containers are broken.
+HEALING = ("missing from Docker", "not running", "unhealthy")
+RECHECK = "not checked yet"
+
+
+class RollbackError(Exception):
+    """The last good revision could not be put back; the message says why (masked)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _RollbackInputs:
+    """What a rollback renders with: this sync's trees, hash key, secrets, decryptor and stack.yml."""
+
+    trees: StackTrees
+    hash_key: bytes = dataclasses.field(repr=False)
+    scopes: Scopes = dataclasses.field(repr=False)
+    decryptor: Decryptor
+    stack_config: StackConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +84,7 @@ class Options:
     allow_prune_all: bool = False
     retry_failed: bool = False  # try failed stacks now, whatever their backoff
     adopt: frozenset[str] = frozenset()  # Compose projects deployed by something else, to take over
+    retry: frozenset[str] = frozenset()  # stacks to try now whatever failed before (`--retry STACK`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +96,13 @@ class Tools:
     claim: Callable[[str, str], str | None]  # (project, instance) -> who else holds the name, or None
     release: Callable[[str, str], None]
     read_facts: Callable[[], EngineFacts]  # for the checks before `up`
+    inspect: Callable[[str], list[ContainerHealth]]  # a project's containers, inspected (health gate)
 
 
 def default_tools() -> Tools:
     from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
 
-    return Tools(Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts)
+    return Tools(Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project)
 
 
 def run(
@@ -310,6 +341,7 @@ class _Run:
         decryptor = Decryptor(config.sops_identities, config.masker)
         discovery, environments = self._environments(discovery, checkout, scopes, decryptor)
         hash_key = load_hash_key(config.state_dir)
+        self.rollback_inputs = _RollbackInputs(trees, hash_key, scopes, decryptor, stack_config)
         renderers = {
             name: Renderer(tools.compose, checkout, hash_key, environment.env, config.masker, tree_root=trees.path, decryptor=decryptor)
             for name, environment in environments.items()
@@ -322,12 +354,19 @@ class _Run:
         desired = network_order(desired, stack_config.startup_order)
         held = {}
         for item in desired:
-            waiting = self._holding(item.name, "deploy") if isinstance(item, StackHashes) else None
+            if not isinstance(item, StackHashes):
+                continue
+            waiting = self._holding(item.name, "deploy")
             if waiting is not None:
                 held[item.name] = (waiting, self._why_held(item.name))
+            rejected = self._rejected(item)
+            if rejected is not None:
+                held[item.name] = (item.stack_hash, rejected)
+        suspended = self._suspended(discovery)
         self.plan = plan = make_plan(
-            desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt
+            desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt, suspended
         )
+        self.plan = plan = self._limit_healing(self._recheck_pending(plan, engine))
         for name in sorted(self.options.adopt - {p.name for p in plan.stacks if p.reason.startswith("adopting")}):
             log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
@@ -358,7 +397,7 @@ class _Run:
                 result = self._untouched(planned, engine)
             self.done.append(result)
         cache.save()
-        failed = any(stack.action is Action.FAILED for stack in self.done)
+        failed = any(stack.action in FAILURES for stack in self.done)
         status = ExitStatus.STACKS_FAILED if failed else ExitStatus.OK
         return SyncOutcome(status, tuple(self.done), checkout.commit, config.masker(checkout.subject))
 
@@ -489,7 +528,17 @@ class _Run:
             record = self.previous.stacks.get(planned.name)
             wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
             tree = trees.update(planned.name, wanted, record.tree if record else None).revision
-            applier.deploy(planned.name, renderer.deploy_directory(stack), project, {**renderer.env, **fresh.environment})
+            before = self._containers(planned.name)
+            state.mark_pending(self.config.state_dir, planned.name, checkout.commit, planned.stack_hash)
+            try:
+                applier.deploy(planned.name, renderer.deploy_directory(stack), project, {**renderer.env, **fresh.environment})
+            except ApplyError as exc:
+                if self._containers(planned.name) == before:
+                    raise  # nothing was changed: a plain failure, retried with backoff
+                return self._failed_gate(planned, stack, f"docker compose up failed after changing containers: {exc}", tree, applier)
+            verdict = self._gate(planned.name, before, recheck=planned.reason.startswith(RECHECK))
+            if not verdict.ok:
+                return self._failed_gate(planned, stack, verdict.reason, tree, applier)
         except EngineError as exc:  # the run stops; what this stack's tree now holds is still recorded
             self.done.append(StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=str(exc), tree=tree))
             raise
@@ -503,8 +552,181 @@ class _Run:
             )
         return StackOutcome(
             planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit,
-            tree=tree,
+            tree=tree, images=self._images(planned.name), healed=planned.reason.startswith(HEALING),
         )
+
+    # -- the health gate, rollback, healing ----------------------------------------------------
+
+    def _stack_settings(self, name: str) -> StackSettings:
+        inputs = getattr(self, "rollback_inputs", None)
+        return inputs.stack_config.settings(name) if inputs else StackSettings()
+
+    def _containers(self, name: str) -> dict[str, str]:
+        """The project's containers now: id -> a fingerprint of how it runs (state, start time)."""
+        return {c.id: f"{c.status}/{c.started_at}" for c in self.tools_in_use.inspect(name)}
+
+    def _images(self, name: str) -> dict[str, str]:
+        return {c.service: c.image_id for c in sorted(self.tools_in_use.inspect(name), key=lambda c: c.name)}
+
+    def _gate(self, name: str, before: dict[str, str], recheck: bool = False) -> GateResult:
+        """Wait for what `up` created, recreated or started to be up and stay up (health.py).
+        `recheck`: containers deployed by an interrupted sync: all of them are watched."""
+        settings = self._stack_settings(name)
+        timeout = settings.health_timeout or self.config.health_timeout
+        stable = settings.health_stable if settings.health_stable is not None else self.config.health_stable
+        after = self._containers(name)
+        watch = set(after) if recheck else {cid for cid, how in after.items() if before.get(cid) != how}
+
+        def status(text: str) -> None:
+            self.notify(f"health gate of {name}: {text}")
+
+        verdict = gate(lambda: self.tools_in_use.inspect(name), watch, timeout, stable, status=status)
+        fields = {STACK: name, ACTION: "deploy"}
+        if verdict.ok and watch:
+            log.info("Health gate passed in %.0f s (%d container(s))", verdict.waited, len(watch), extra=fields)
+        elif not verdict.ok:
+            log.error("Health gate failed: %s", self.config.masker(verdict.reason), extra={**fields, ACTION: "failed"})
+        return verdict
+
+    def _failed_gate(self, planned: StackPlan, stack: Stack, reason: str, tree: TreeRevision | None, applier: Applier) -> StackOutcome:
+        """The revision just deployed does not work: put the last good one back (when there is
+        one and ROLLBACK allows it), else leave it and report. Either way this revision is
+        remembered and not deployed again until Git wants something else."""
+        name = planned.name
+        commit = self.checkout.commit if self.checkout else None
+        rejected = (commit, planned.stack_hash or "")
+        record = self.previous.stacks.get(name)
+        good = record.good if record else None
+        settings = self._stack_settings(name)
+        allowed = settings.rollback if settings.rollback is not None else self.config.rollback
+        reason = self.config.masker(reason)
+        failed = StackOutcome(
+            name, Action.FAILED, planned.reason, planned.stack_hash, error=f"failed its health gate: {reason}", tree=tree,
+            rejected=rejected,
+        )
+        if not allowed or good is None or good.commit is None or good.hash == planned.stack_hash:
+            why = "ROLLBACK is off" if not allowed else "there is no earlier good revision to go back to"
+            log.error("Left as it is (%s): %s", why, reason, extra={STACK: name, ACTION: "failed"})
+            return failed
+        log.warning("Rolling back to %s: %s", good.commit[:12], reason, extra={STACK: name, ACTION: "rollback"})
+        self.notify(f"rolling back {name} to {good.commit[:12]}")
+        try:
+            return self._roll_back(planned, stack, good, reason, rejected, tree, applier)
+        except (RollbackError, RenderError, ApplyError, GitSourceError, ConfigError, OSError) as exc:
+            message = self._short_paths(self.config.masker(str(exc)))
+            log.error("The rollback failed too, the stack is left as it is: %s", message, extra={STACK: name, ACTION: "failed"})
+            error = f"failed its health gate ({reason}); the rollback to {good.commit[:12]} failed: {message}"
+            return dataclasses.replace(failed, error=error)
+
+    def _roll_back(
+        self, planned: StackPlan, stack: Stack, good: state.Revision, reason: str, rejected: tuple[str | None, str],
+        tree: TreeRevision | None, applier: Applier,
+    ) -> StackOutcome:
+        """Deploy the stack as it was at its last good commit: rendered again from the clone's
+        Git objects (nothing rendered is kept on disk: it holds secret values) with today's
+        secrets, each service's image pinned to the image ID it ran then, and health-gated."""
+        name, inputs, checkout = planned.name, self.rollback_inputs, self.checkout
+        assert good.commit is not None and checkout is not None
+        relative = self._relative(checkout, stack)
+        scratch = Path(tempfile.mkdtemp(prefix="composeflux-rollback-")).resolve()
+        try:
+            export(inputs.trees.objects, good.commit, scratch)
+            ids = {path: entry.object_id for path, entry in inputs.trees.objects.files(good.commit, ["."]).items()}
+            old = Checkout(scratch, good.commit, "", ids)
+            stack_path = PurePosixPath(relative).parent
+            discovery = discover(scratch, [stack_path], self.config.stack_config_file)
+            then = next((s for s in discovery.stacks if s.name == name), None)
+            if then is None:
+                raise RollbackError(f"the stack is not in commit {good.commit[:12]} any more")
+            provided = inputs.decryptor.dotenv(then.directory, scratch)
+            provided.update(read_local_env(self.config.local_env_dir, name))
+            environment = stack_environment(
+                discovery.stack_config.envs, read_dotenv(then.directory / ".env"), discovery.stack_config.settings(name).envs,
+                inputs.scopes.shared, inputs.scopes.stacks.get(name), provided,
+            )
+            renderer = Renderer(
+                self.tools_in_use.compose, old, inputs.hash_key, environment.env, self.config.masker,
+                tree_root=inputs.trees.path, decryptor=inputs.decryptor,
+            )
+            fresh = renderer.render(then)
+            directory = renderer.deploy_directory(then)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        project = labelled_project(fresh, None, good.commit, self.config.instance_id)
+        for service, definition in (project.get("services") or {}).items():
+            if service in good.images:
+                definition["image"] = good.images[service]  # a moved tag cannot change what comes back
+        wanted = TreeRevision(good.commit, (relative, *fresh.hashes.dependencies))
+        tree = inputs.trees.update(name, wanted, tree).revision
+        before = self._containers(name)
+        applier.deploy(name, directory, project, {**renderer.env, **fresh.environment})
+        verdict = self._gate(name, before)
+        if not verdict.ok:
+            raise RollbackError(f"its own health gate failed: {verdict.reason}")
+        log.warning("Rolled back to %s", good.commit[:12], extra={STACK: name, ACTION: "rollback"})
+        return StackOutcome(
+            name, Action.ROLLED_BACK, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, good.commit,
+            error=f"rolled back from {rejected[0][:12] if rejected[0] else '?'}: {reason}", tree=tree,
+            images=self._images(name), rejected=rejected,
+        )
+
+    def _rejected(self, item: StackHashes) -> str | None:
+        """Why this revision is not deployed: it failed its health gate before (and Git still
+        wants exactly it), unless asked to try again."""
+        record = self.previous.stacks.get(item.name)
+        if record is None or record.rejected is None or record.rejected.hash != item.stack_hash:
+            return None
+        if self.options.retry_failed or item.name in self.options.retry:
+            return None
+        commit = (record.rejected.commit or "?")[:12]
+        verb = "rolled back from" if record.last_action == Action.ROLLED_BACK.value or (
+            record.deployed and record.deployed.hash != item.stack_hash) else "failed its health gate at"
+        return (
+            f"{verb} {commit}: {record.rejected_reason or 'its health gate failed'}; waiting for a new revision "
+            f"(or `composeflux sync --retry {item.name}`)"
+        )
+
+    def _suspended(self, discovery: Discovery) -> dict[str, str]:
+        suspended = {}
+        for name, record in self.previous.stacks.items():
+            if record.suspended is not None:
+                since = f" since {record.suspended_since}" if record.suspended_since else ""
+                suspended[name] = f"suspended{since}" + (f": {record.suspended}" if record.suspended else "") + \
+                    f" (`composeflux resume {name}`)"
+        for name, settings in discovery.stack_config.stacks.items():
+            if settings.suspended and name not in suspended:
+                suspended[name] = "suspended in stack.yml"
+        return suspended
+
+    def _recheck_pending(self, plan: Plan, engine: EngineState) -> Plan:
+        """A stack that an interrupted sync deployed (its containers carry the hash Git wants,
+        but no gate passed them) is gated now instead of being taken for good."""
+        stacks = []
+        for planned in plan.stacks:
+            record = self.previous.stacks.get(planned.name)
+            pending = record.pending if record else None
+            if planned.action is Action.UNCHANGED and pending is not None and pending.hash == planned.stack_hash:
+                planned = dataclasses.replace(planned, action=Action.DEPLOY, reason=f"{RECHECK} (the sync deploying it was interrupted)")
+            stacks.append(planned)
+        return dataclasses.replace(plan, stacks=tuple(stacks))
+
+    def _limit_healing(self, plan: Plan) -> Plan:
+        """A stack deployed at the revision Git wants but broken (a container missing, exited
+        with a failure, unhealthy) is redeployed at most HEAL_MAX_ATTEMPTS times per revision."""
+        stacks = []
+        for planned in plan.stacks:
+            if planned.action is Action.DEPLOY and planned.reason.startswith(HEALING):
+                record = self.previous.stacks.get(planned.name)
+                attempts = record.heal_attempts if record and record.heal_hash == planned.stack_hash else 0
+                if attempts >= self.config.heal_max_attempts and not (self.options.retry_failed or planned.name in self.options.retry):
+                    planned = dataclasses.replace(
+                        planned, action=Action.FAILED,
+                        reason=f"{planned.reason}; redeployed {attempts} time(s) at this revision already (HEAL_MAX_ATTEMPTS), "
+                        "left alone until the revision changes",
+                    )
+                    self.held.add(planned.name)
+            stacks.append(planned)
+        return dataclasses.replace(plan, stacks=tuple(stacks))
 
     def _prune(self, planned: StackPlan, applier: Applier, trees: StackTrees) -> StackOutcome:
         fields = {STACK: planned.name, ACTION: planned.action.value}

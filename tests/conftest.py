@@ -227,7 +227,11 @@ def cfx(repo, tmp_path, docker_engine) -> Composeflux:
     config_file.write_text(f"GIT_REPO_URL={repo.remote}\nSTACK_PATH={repo.stack_path}\n")
     env = base_environment()
     # LOCAL_ENV_DIR: the host's own /etc/composeflux/stacks must not leak into a test.
-    env.update({"STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(tmp_path / "run"), "LOCAL_ENV_DIR": str(tmp_path / "local-env")})
+    # HEALTH_STABLE: every test deploy would sit out 10 s; the health tests set their own.
+    env.update({
+        "STATE_DIRECTORY": str(state), "RUNTIME_DIRECTORY": str(tmp_path / "run"), "LOCAL_ENV_DIR": str(tmp_path / "local-env"),
+        "HEALTH_STABLE": "0",
+    })
     return Composeflux(repo, state, config_file, env)
 
 

@@ -23,6 +23,7 @@ import yaml
 from composeflux.compose import Compose, Result
 from composeflux.deployed import COMPOSE_PROJECT, COMPOSE_SERVICE, Container, EngineState, engine_state
 from composeflux.environment import read_dotenv
+from composeflux.health import ContainerHealth
 from composeflux.preflight import EngineFacts
 from composeflux.sync import Tools
 
@@ -41,6 +42,8 @@ class FakeCompose(Compose):
         self.on_up: Callable[[str], None] | None = None  # called before each `up` (to break things)
         self.claims: dict[str, str] = {}  # project -> instance that claimed the name
         self.extra_networks: set[str] = set()  # networks that exist on the fake engine anyway
+        self.unhealthy: set[tuple[str, str]] = set()  # (project, service) whose containers fail their healthcheck
+        self.generation: dict[str, int] = {}  # project -> number of `up`s: new container IDs each time
 
     def version(self) -> str:
         self.calls.append(("version", ""))
@@ -97,6 +100,7 @@ class FakeCompose(Compose):
         if project in self.fail_up:
             return Result(1, "", self.fail_up[project])
         self.projects[project] = json.loads(json.dumps(rendered))
+        self.generation[project] = self.generation.get(project, 0) + 1
         self.stopped = {(p, s) for p, s in self.stopped if p != project}
         return Result(0, "", f" Container {project}-app-1  Started")
 
@@ -138,8 +142,27 @@ class FakeCompose(Compose):
                         ports[(port.get("host_ip") or "", int(port["published"]), port.get("protocol") or "tcp")] = project
         return EngineFacts(frozenset(networks), frozenset(), frozenset(), names, ports)
 
+    def inspect(self, project: str) -> list[ContainerHealth]:
+        """The project's containers as the health gate sees them: running (exited when stopped),
+        unhealthy when listed in `unhealthy`, with new IDs after every `up`."""
+        document = self.projects.get(project) or {}
+        generation = self.generation.get(project, 0)
+        found = []
+        for service, definition in (document.get("services") or {}).items():
+            stopped = (project, service) in self.stopped
+            found.append(
+                ContainerHealth(
+                    id=f"{project}-{service}-{generation}", service=service, name=f"{project}-{service}-1",
+                    status="exited" if stopped else "running",
+                    health="unhealthy" if (project, service) in self.unhealthy else None,
+                    exit_code=137 if stopped else None, restart_count=0, started_at=str(generation),
+                    restart_policy="no", image_id=f"sha256:{definition.get('image')}",
+                )
+            )
+        return found
+
     def tools(self) -> Tools:
-        return Tools(self, self.read_engine, self.claim, self.release, self.read_facts)
+        return Tools(self, self.read_engine, self.claim, self.release, self.read_facts, self.inspect)
 
     def called(self, verb: str) -> list[str]:
         return [project for name, project in self.calls if name == verb]

@@ -40,7 +40,12 @@ def test_stacks_settings_are_validated_strictly(tmp_path):
     cases = {
         "stacks: [web]\n": "stack.yml: stacks: expected a mapping of stack name to its settings",
         "stacks:\n  web: [envs]\n": "stack.yml: stacks.web: expected a mapping of settings",
-        "stacks:\n  web:\n    env: {A: b}\n": "stack.yml: stacks.web: unknown key(s) env (allowed: envs)",
+        "stacks:\n  web:\n    env: {A: b}\n": "stack.yml: stacks.web: unknown key(s) env (allowed: envs, health_timeout, health_stable",
+        "stacks:\n  web:\n    health_timeout: 0\n": "stack.yml: stacks.web.health_timeout: expected a number of seconds, more than 0",
+        "stacks:\n  web:\n    health_stable: '10s'\n": "stack.yml: stacks.web.health_stable: expected a number of seconds",
+        "stacks:\n  web:\n    health_stable: true\n": "stack.yml: stacks.web.health_stable: expected a number of seconds",
+        "stacks:\n  web:\n    rollback: 'no'\n": "stack.yml: stacks.web.rollback: expected true or false",
+        "stacks:\n  web:\n    suspended: 1\n": "stack.yml: stacks.web.suspended: expected true or false",
         "stacks:\n  web:\n    envs: {1A: b}\n": "stack.yml: stacks.web.envs: '1A' is not a valid variable name",
         "stacks:\n  web:\n    envs: {A: [b]}\n": "stack.yml: stacks.web.envs.A: expected a string or number",
     }
