@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sopsenc import age_keygen, encrypt_file
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PREFIX = "cfx-e2e-"
@@ -410,6 +412,33 @@ def test_a_systemd_credential_overrides_the_configuration(system, repo):
         system.sh("rm -f /etc/systemd/system/composeflux.service.d/cfx-e2e-cred.conf && systemctl daemon-reload")
     assert system.sh("systemctl start composeflux-sync", check=False).returncode == 0
     assert "GREETING=hello v3" in system.env_of("web-web-1")
+
+
+def test_a_sops_env_opens_with_the_hosts_age_key_under_the_packaged_unit(system, repo, tmp_path):
+    """The documented home of the age identity (/etc/composeflux/age.key, 0600, owned by the
+    service user) is readable inside the unit's sandbox, and the stack gets the decrypted value;
+    nothing decrypted is left in the state directory."""
+    system.wait_idle()
+    key, recipient = age_keygen(tmp_path)
+    system.sh(f"install -o composeflux -g composeflux -m 0600 /dev/stdin /etc/composeflux/age.key <<'EOF'\n{key.read_text()}EOF")
+    repo.write_stack("vault", "${SECRET_GREETING}")
+    secret = "sealed greeting 7c1e"
+    (repo.path / "stacks" / "vault" / ".env.sops").write_bytes(
+        encrypt_file("dotenv", {"SECRET_GREETING": secret}, age_recipients=[recipient])
+    )
+    repo.commit_and_push("vault: a SOPS .env")
+    try:
+        result = system.sh("systemctl start composeflux-sync", check=False)
+        assert result.returncode == 0, system.out("journalctl -u composeflux -n 30 --no-pager")
+        assert f"GREETING={secret}" in system.env_of("vault-vault-1")
+        assert system.sh(f"grep -rlF '{secret}' /var/lib/composeflux /run/composeflux", check=False).stdout == ""
+        assert secret not in system.out("journalctl -u composeflux --no-pager")
+    finally:
+        shutil.rmtree(repo.path / "stacks" / "vault")
+        repo.commit_and_push("vault: removed")
+        system.sh("systemctl start composeflux-sync", check=False)
+        system.sh("rm -f /etc/composeflux/age.key")
+    assert not system.running("vault-vault-1")
 
 
 def test_journal_has_the_sync_with_structured_fields(system):
