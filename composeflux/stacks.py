@@ -396,22 +396,27 @@ def _stacks(file: str, value: object) -> dict[str, StackSettings]:
 
 
 def _seconds(where: str, key: str, value: object, allow_zero: bool) -> float | None:
-    """A number of seconds (an int or float, YAML's own), None when not given."""
+    """A number of seconds, None when not given. (stack.yml scalars arrive as their text.)"""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_HEALTH_SECONDS \
-            or (value == 0 and not allow_zero):
+    try:
+        number = float(value) if isinstance(value, str) and value.strip() else None
+    except ValueError:
+        number = None
+    if number is None or not 0 <= number <= MAX_HEALTH_SECONDS or (number == 0 and not allow_zero):
         bound = "from 0" if allow_zero else "more than 0"
         raise ConfigError(f"{where}.{key}: expected a number of seconds, {bound}, at most {MAX_HEALTH_SECONDS:g}")
-    return float(value)
+    return number
 
 
 def _flag(where: str, key: str, value: object) -> bool | None:
+    """true or false, as YAML 1.2 writes them, None when not given."""
     if value is None:
         return None
-    if not isinstance(value, bool):
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text not in ("true", "false"):
         raise ConfigError(f"{where}.{key}: expected true or false")
-    return value
+    return text == "true"
 
 
 def _startup_order(file: str, value: object) -> tuple[str, ...]:

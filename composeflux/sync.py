@@ -366,7 +366,7 @@ class _Run:
         self.plan = plan = make_plan(
             desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt, suspended
         )
-        self.plan = plan = self._limit_healing(self._recheck_pending(plan, engine))
+        self.plan = plan = self._limit_healing(self._recheck_pending(self._keep_rejected(plan, held), engine))
         for name in sorted(self.options.adopt - {p.name for p in plan.stacks if p.reason.startswith("adopting")}):
             log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
@@ -697,6 +697,22 @@ class _Run:
             if settings.suspended and name not in suspended:
                 suspended[name] = "suspended in stack.yml"
         return suspended
+
+    def _keep_rejected(self, plan: Plan, held: dict[str, tuple[str, str]]) -> Plan:
+        """A revision that failed its gate and was left running (no rollback possible, or
+        ROLLBACK off) matches what Git wants, but is not good: it stays failed."""
+        stacks = []
+        for planned in plan.stacks:
+            waiting = held.get(planned.name)
+            if planned.action is Action.UNCHANGED and waiting and waiting[0] == planned.stack_hash and self._rejected_hash(planned):
+                planned = dataclasses.replace(planned, action=Action.FAILED, reason=waiting[1])
+                self.held.add(planned.name)
+            stacks.append(planned)
+        return dataclasses.replace(plan, stacks=tuple(stacks))
+
+    def _rejected_hash(self, planned: StackPlan) -> bool:
+        record = self.previous.stacks.get(planned.name)
+        return bool(record and record.rejected and record.rejected.hash == planned.stack_hash)
 
     def _recheck_pending(self, plan: Plan, engine: EngineState) -> Plan:
         """A stack that an interrupted sync deployed (its containers carry the hash Git wants,

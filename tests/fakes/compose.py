@@ -43,6 +43,8 @@ class FakeCompose(Compose):
         self.claims: dict[str, str] = {}  # project -> instance that claimed the name
         self.extra_networks: set[str] = set()  # networks that exist on the fake engine anyway
         self.unhealthy: set[tuple[str, str]] = set()  # (project, service) whose containers fail their healthcheck
+        # Or by what was deployed: (project, service, its definition) -> health, None for no healthcheck.
+        self.health_of: Callable[[str, str, dict[str, Any]], str | None] | None = None
         self.generation: dict[str, int] = {}  # project -> number of `up`s: new container IDs each time
 
     def version(self) -> str:
@@ -154,7 +156,8 @@ class FakeCompose(Compose):
                 ContainerHealth(
                     id=f"{project}-{service}-{generation}", service=service, name=f"{project}-{service}-1",
                     status="exited" if stopped else "running",
-                    health="unhealthy" if (project, service) in self.unhealthy else None,
+                    health="unhealthy" if (project, service) in self.unhealthy
+                    else self.health_of(project, service, definition) if self.health_of else None,
                     exit_code=137 if stopped else None, restart_count=0, started_at=str(generation),
                     restart_policy="no", image_id=f"sha256:{definition.get('image')}",
                 )
