@@ -9,6 +9,7 @@ import docker.errors
 import requests.exceptions
 
 from composeflux.deployed import (
+    COMPOSE_ONEOFF,
     COMPOSE_PROJECT,
     COMPOSE_SERVICE,
     INSTANCE,
@@ -19,6 +20,7 @@ from composeflux.deployed import (
     engine_state,
 )
 from composeflux.errors import EngineError
+from composeflux.health import ContainerHealth
 from composeflux.preflight import EngineFacts
 from composeflux.rendered import JSON
 
@@ -46,6 +48,51 @@ def _container(item: dict[str, JSON], labels: dict[str, str]) -> Container:
         labels=labels,
         state=item.get("State") or "unknown",
         exit_code=int(match.group(1)) if match else None,
+    )
+
+
+def inspect_project(project: str) -> list[ContainerHealth]:
+    """The containers of one Compose project (label com.docker.compose.project=<project>, one-off
+    `run` containers excluded), each inspected: for the health gate, which calls this once per
+    poll. One client per call, closed at the end (the gate polls every half second). A container
+    removed between the listing and its inspection is left out: the gate reads a watched one
+    missing as removed."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        try:
+            listing = client.api.containers(all=True, filters={"label": f"{COMPOSE_PROJECT}={project}"})
+            found = []
+            for item in listing:
+                if (item.get("Labels") or {}).get(COMPOSE_ONEOFF) == "True":
+                    continue
+                try:
+                    found.append(_health(client.api.inspect_container(item["Id"])))
+                except docker.errors.NotFound:
+                    continue
+            return found
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot inspect the containers of {project} on the Docker engine: {exc}") from None
+
+
+def _health(details: dict[str, JSON]) -> ContainerHealth:
+    state = details.get("State") or {}
+    labels = (details.get("Config") or {}).get("Labels") or {}
+    status = state.get("Status") or "unknown"
+    health = (state.get("Health") or {}).get("Status") or None
+    return ContainerHealth(
+        id=details["Id"],
+        service=labels.get(COMPOSE_SERVICE, ""),
+        name=(details.get("Name") or "").lstrip("/"),
+        status=status,
+        health=None if health == "none" else health,  # "none": the engine's own word for no healthcheck
+        exit_code=None if status in ("running", "created", "paused") else int(state.get("ExitCode") or 0),
+        restart_count=int(details.get("RestartCount") or 0),
+        started_at=state.get("StartedAt") or "",
+        restart_policy=((details.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "",
+        image_id=details.get("Image") or "",
+        oom_killed=bool(state.get("OOMKilled")),
     )
 
 
