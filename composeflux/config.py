@@ -19,14 +19,17 @@ import stat
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from composeflux import secrets, sops
+from composeflux import secrets
 from composeflux.envfile import parse_env_text
 from composeflux.environment import DEFAULT_LOCAL_ENV_DIR
 from composeflux.errors import ConfigError
 from composeflux.masking import MIN_MASKED_LENGTH, Masker
 from composeflux.settings import boolean, choice, integer, seconds
-from composeflux.sops import Identities
+
+if TYPE_CHECKING:
+    from composeflux.sops import Identities
 
 log = logging.getLogger(__name__)
 
@@ -318,11 +321,13 @@ def load(
     return config
 
 
-def load_identities(settings: Mapping[str, str], environ: Mapping[str, str], masker: Masker) -> sops.Identities:
+def load_identities(settings: Mapping[str, str], environ: Mapping[str, str], masker: Masker) -> Identities:
     """The host's age identities, as `sops` finds them: SOPS_AGE_KEY and SOPS_AGE_KEY_FILE; when
     neither is set, $CREDENTIALS_DIRECTORY/sops-age-key, else /etc/composeflux/age.key. None of
     them is fine until a stack has a SOPS file. ConfigError for a key file others may read or
     one that is not an age identity file."""
+    from composeflux import sops  # its YAML readers are not needed for --version or status
+
     texts: list[tuple[str, str]] = []
     if settings.get("SOPS_AGE_KEY", "").strip():
         texts.append(("SOPS_AGE_KEY", settings["SOPS_AGE_KEY"]))
