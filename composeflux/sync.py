@@ -529,7 +529,11 @@ class _Run:
             wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
             tree = trees.update(planned.name, wanted, record.tree if record else None).revision
             before = self._containers(planned.name)
-            state.mark_pending(self.config.state_dir, planned.name, checkout.commit, planned.stack_hash)
+            try:
+                state.mark_pending(self.config.state_dir, planned.name, checkout.commit, planned.stack_hash)
+            except OSError as exc:  # the deploy goes ahead; the end of the run reports the state directory
+                log.warning("Cannot note the deploy in the state file (%s): an interrupted sync would not gate it later",
+                            exc.strerror, extra=fields)
             try:
                 applier.deploy(planned.name, renderer.deploy_directory(stack), project, {**renderer.env, **fresh.environment})
             except ApplyError as exc:
