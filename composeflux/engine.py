@@ -25,6 +25,7 @@ from composeflux.preflight import EngineFacts
 from composeflux.rendered import JSON
 
 EXIT_CODE = re.compile(r"^Exited \((\d+)\)")
+HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)$")  # the end of the listing's Status
 
 
 def read_state(instance_id: str) -> EngineState:
@@ -42,12 +43,14 @@ def read_state(instance_id: str) -> EngineState:
 
 def _container(item: dict[str, JSON], labels: dict[str, str]) -> Container:
     match = EXIT_CODE.match(item.get("Status") or "")
+    health = HEALTH.search(item.get("Status") or "")
     return Container(
         id=item["Id"],
         service=labels.get(COMPOSE_SERVICE, ""),
         labels=labels,
         state=item.get("State") or "unknown",
         exit_code=int(match.group(1)) if match else None,
+        health=health.group(1).removeprefix("health: ") if health else None,
     )
 
 
