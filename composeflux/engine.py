@@ -79,6 +79,31 @@ def inspect_project(project: str) -> list[ContainerHealth]:
         raise EngineError(f"cannot inspect the containers of {project} on the Docker engine: {exc}") from None
 
 
+def restart_containers(ids: list[str]) -> list[str]:
+    """Restart these containers in place (healing an unhealthy one: `docker compose up` leaves a
+    running container alone, healthy or not), each with its own stop timeout (stop_grace_period;
+    10 s when it has none). Their files and volumes stay. Returns what failed, one line per
+    container; one removed meanwhile is skipped."""
+    problems = []
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        try:
+            for container_id in ids:
+                try:
+                    stop = (client.api.inspect_container(container_id).get("Config") or {}).get("StopTimeout")
+                    stop = stop if isinstance(stop, int) and stop >= 0 else 10
+                    client.api.restart(container_id, timeout=stop)  # returns once it has started again
+                except docker.errors.NotFound:
+                    continue
+                except docker.errors.APIError as exc:
+                    problems.append(f"{container_id[:12]}: {exc.explanation or exc}")
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot restart containers on the Docker engine: {exc}") from None
+    return problems
+
+
 def _health(details: dict[str, JSON]) -> ContainerHealth:
     state = details.get("State") or {}
     labels = (details.get("Config") or {}).get("Labels") or {}

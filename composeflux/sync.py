@@ -97,12 +97,16 @@ class Tools:
     release: Callable[[str, str], None]
     read_facts: Callable[[], EngineFacts]  # for the checks before `up`
     inspect: Callable[[str], list[ContainerHealth]]  # a project's containers, inspected (health gate)
+    # Restart containers in place (healing unhealthy ones) -> what failed; None: not possible here.
+    restart: Callable[[list[str]], list[str]] | None = None
 
 
 def default_tools() -> Tools:
     from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
 
-    return Tools(Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project)
+    return Tools(
+        Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project, engine.restart_containers
+    )
 
 
 def run(
@@ -534,13 +538,19 @@ class _Run:
             except OSError as exc:  # the deploy goes ahead; the end of the run reports the state directory
                 log.warning("Cannot note the deploy in the state file (%s): an interrupted sync would not gate it later",
                             exc.strerror, extra=fields)
+            healing = planned.reason.startswith(HEALING)
+            if healing:
+                self._restart_unhealthy(planned.name)
             try:
                 applier.deploy(planned.name, renderer.deploy_directory(stack), project, {**renderer.env, **fresh.environment})
             except ApplyError as exc:
                 if self._containers(planned.name) == before:
                     raise  # nothing was changed: a plain failure, retried with backoff
                 return self._failed_gate(planned, stack, f"docker compose up failed after changing containers: {exc}", tree, applier)
-            verdict = self._gate(planned.name, before, recheck=planned.reason.startswith(RECHECK))
+            # A revision an interrupted sync deployed was never gated: all of its containers are
+            # watched now, also when this is a heal (one of them died or turned unhealthy since).
+            recheck = planned.reason.startswith(RECHECK) or (healing and self._pending(planned))
+            verdict = self._gate(planned.name, before, recheck=recheck)
             if not verdict.ok:
                 return self._failed_gate(planned, stack, verdict.reason, tree, applier)
         except EngineError as exc:  # the run stops; what this stack's tree now holds is still recorded
@@ -568,6 +578,24 @@ class _Run:
     def _containers(self, name: str) -> dict[str, str]:
         """The project's containers now: id -> a fingerprint of how it runs (state, start time)."""
         return {c.id: f"{c.status}/{c.started_at}" for c in self.tools_in_use.inspect(name)}
+
+    def _restart_unhealthy(self, name: str) -> None:
+        """Healing: `up` starts a stopped container, but leaves a running one alone, unhealthy or
+        not. An unhealthy one is restarted in place (its files and volumes stay); the gate then
+        watches it as it watches every container `up` started."""
+        sick = sorted((c for c in self.tools_in_use.inspect(name) if c.status == "running" and c.health == "unhealthy"),
+                      key=lambda c: c.name)
+        if not sick or self.tools_in_use.restart is None:
+            return
+        log.info("Restarting unhealthy %s", ", ".join(c.name for c in sick), extra={STACK: name, ACTION: "deploy"})
+        problems = self.tools_in_use.restart([c.id for c in sick])
+        if problems:
+            raise ApplyError(self.config.masker("cannot restart the unhealthy container(s): " + "; ".join(problems)))
+
+    def _pending(self, planned: StackPlan) -> bool:
+        """Whether an interrupted sync was deploying exactly this revision (no gate passed it)."""
+        record = self.previous.stacks.get(planned.name)
+        return bool(record and record.pending and record.pending.hash == planned.stack_hash)
 
     def _images(self, name: str) -> dict[str, str]:
         return {c.service: c.image_id for c in sorted(self.tools_in_use.inspect(name), key=lambda c: c.name)}
