@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # Plan reasons (plan.compare) of a stack at the revision Git wants whose containers are broken.
 HEALING = ("missing from Docker", "not running", "unhealthy")
 RECHECK = "not checked yet"
+REJECTED_PREFIX = re.compile(r"^(?:rolled back from [0-9a-f?]+|failed its health gate): ")
 
 
 class RollbackError(Exception):
@@ -713,8 +714,11 @@ class _Run:
         commit = (record.rejected.commit or "?")[:12]
         verb = "rolled back from" if record.last_action == Action.ROLLED_BACK.value or (
             record.deployed and record.deployed.hash != item.stack_hash) else "failed its health gate at"
+        # The reason recorded is the outcome's error, which says "rolled back from <commit>: " or
+        # "failed its health gate: " itself: not twice.
+        why = REJECTED_PREFIX.sub("", record.rejected_reason or "") or "its health gate failed"
         return (
-            f"{verb} {commit}: {record.rejected_reason or 'its health gate failed'}; waiting for a new revision "
+            f"{verb} {commit}: {why}; waiting for a new revision "
             f"(or `composeflux sync --retry {item.name}`)"
         )
 
