@@ -35,7 +35,7 @@ RUNTIME_PACKAGES=$(runtime_packages "$here/packaging/debian/control")
 # the Docker engines the package accepts, the one Debian ships), sshd and busybox for the test
 # servers and the local test image, CA certificates, pytest, its timeout plugin (a hung test
 # fails instead of hanging CI: pyproject.toml sets the limit) and xdist (the fast lane on every core).
-TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout python3-pytest-xdist age gnupg"
+TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout python3-pytest-xdist age gnupg docker-registry apache2-utils"
 PACKAGES="$RUNTIME_PACKAGES $TEST_PACKAGES"
 
 # --list prints the packages it would make sure are installed, each after where it comes from
