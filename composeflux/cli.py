@@ -163,10 +163,32 @@ def _show_stack(saved: state.State, name: str) -> int:
         click.echo(f"Healed:     {record.heal_attempts} time(s) at hash {(record.heal_hash or '?')[:12]}")
     if record.suspended is not None:
         click.echo(f"Suspended:  since {record.suspended_since}{': ' + record.suspended if record.suspended else ''}")
+    for service, update in sorted(record.updates.items()):
+        click.echo(f"Update:     {service}: {update.image} has a newer image ({update.digest[:19]}) since {update.since}")
     if record.pending is not None:
         click.echo(f"Pending:    {revision(record.pending)} (a sync deploying it did not finish; the next one checks it)")
     broken = record.last_action in (Action.FAILED.value, Action.ROLLED_BACK.value) or record.rejected is not None
     return 1 if broken else 0
+
+
+@main.command("update")
+@click.option("--dry-run", is_flag=True, help="Print what was found and record nothing.")
+@click.option("--log-level", type=click.Choice(configuration.LOG_LEVELS, case_sensitive=False), help="Override LOG_LEVEL.")
+@click.argument("stacks", nargs=-1, metavar="[STACK]...")
+@click.pass_obj
+def update_command(config_file: Path | None, /, dry_run: bool, log_level: str | None, stacks: tuple[str, ...]) -> None:
+    """Look for new images behind the tags the stacks run (without pulling) and report them."""
+    masker = Masker()
+    commit_field = logs.setup_logging((log_level or "INFO").upper(), "text", masker)
+    try:
+        config = configuration.load(config_file, overrides={"LOG_LEVEL": log_level})
+    except ComposefluxError as exc:
+        log.error("Invalid configuration: %s", exc)
+        sys.exit(exit_status(exc))
+    logs.setup_logging(config.log_level, config.log_format, config.masker, commit_field)
+    from composeflux import updates  # the registry client and the Docker SDK: only for this command
+
+    sys.exit(updates.run(config, dry_run=dry_run, stacks=stacks))
 
 
 @main.command("suspend")

@@ -82,3 +82,15 @@ def engine_state(containers: list[tuple[str, Container]], instance_id: str) -> E
         managed={name: DeployedStack(name, tuple(items)) for name, items in managed.items()},
         others={name: owner for name, owner in others.items() if name not in managed},
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningImage:
+    """One service's containers as the engine runs them, for `composeflux update` (engine.running_images)."""
+
+    stack: str
+    service: str
+    image: str  # the reference the container was created from (Config.Image)
+    image_id: str
+    repo_digests: tuple[str, ...]  # the local image's RepoDigests ("name@sha256:...")
+    labels: dict[str, str]

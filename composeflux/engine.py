@@ -17,6 +17,7 @@ from composeflux.deployed import (
     MANAGED_BY_VALUE,
     Container,
     EngineState,
+    RunningImage,
     engine_state,
 )
 from composeflux.errors import EngineError
@@ -181,3 +182,58 @@ def read_facts() -> EngineFacts:
                 if port.get("PublicPort"):
                     ports[(port.get("IP") or "", int(port["PublicPort"]), port.get("Type") or "tcp")] = project
     return EngineFacts(networks, volumes, images, names, ports)
+
+
+def running_images(instance_id: str) -> list[RunningImage]:
+    """Each service of this instance's stacks with the image its containers run: the reference
+    it was created from and the local image's RepoDigests (for `composeflux update`). One
+    container listing, then one image inspect per distinct image."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        listing = client.api.containers(all=True, filters={"label": [f"{MANAGED_BY}={MANAGED_BY_VALUE}", f"{INSTANCE}={instance_id}"]})
+        found: dict[tuple[str, str], dict[str, JSON]] = {}
+        for item in listing:
+            labels = item.get("Labels") or {}
+            if labels.get("com.docker.compose.oneoff") == "True":
+                continue
+            found.setdefault((labels.get(COMPOSE_PROJECT, ""), labels.get(COMPOSE_SERVICE, "")), item)
+        # The reference each was created from: the listing shows the image ID instead once the
+        # tag has moved to another local image, the container's own Config.Image does not.
+        created_from = {}
+        for key, item in found.items():
+            try:
+                inspected = client.api.inspect_container(item["Id"])
+                created_from[key] = str((inspected.get("Config") or {}).get("Image") or item.get("Image") or "")
+            except docker.errors.NotFound:
+                created_from[key] = str(item.get("Image") or "")
+        digests: dict[str, tuple[str, ...]] = {}
+        for item in found.values():
+            image_id = item.get("ImageID") or ""
+            if image_id and image_id not in digests:
+                try:
+                    inspected = client.api.inspect_image(image_id)  # type: ignore[no-untyped-call]  # untyped in types-docker
+                    digests[image_id] = tuple(inspected.get("RepoDigests") or ())
+                except docker.errors.NotFound:
+                    digests[image_id] = ()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot list containers and images from the Docker engine: {exc}") from None
+    return [
+        RunningImage(
+            stack=project, service=service, image=created_from[(project, service)], image_id=str(item.get("ImageID") or ""),
+            repo_digests=digests.get(str(item.get("ImageID") or ""), ()), labels=dict(item.get("Labels") or {}),
+        )
+        for (project, service), item in sorted(found.items())
+    ]
+
+
+def insecure_registries() -> list[str]:
+    """dockerd's insecure-registries (CIDRs and host[:port] names), which it pulls from without
+    verified TLS: `composeflux update` asks them the same way."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        registry = client.info().get("RegistryConfig") or {}
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot read the Docker engine's registry settings: {exc}") from None
+    indexes = (registry.get("IndexConfigs") or {}).items()
+    names = [name for name, index in indexes if isinstance(index, dict) and not index.get("Secure", True)]
+    return [*(registry.get("InsecureRegistryCIDRs") or []), *names]

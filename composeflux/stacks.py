@@ -57,9 +57,11 @@ class StackSettings:
     health_stable: float | None = None  # seconds; None: HEALTH_STABLE
     rollback: bool | None = None  # None: ROLLBACK
     suspended: bool = False  # a pause declared in Git: not deployed, healed or pruned
+    image_updates: str | None = None  # off, notify; None: IMAGE_UPDATES
 
 
-STACK_SETTING_KEYS = ("envs", "health_timeout", "health_stable", "rollback", "suspended")
+STACK_SETTING_KEYS = ("envs", "health_timeout", "health_stable", "rollback", "suspended", "image_updates")
+IMAGE_UPDATE_POLICIES = ("off", "notify")
 MAX_HEALTH_SECONDS = 3600.0
 
 
@@ -391,6 +393,7 @@ def _stacks(file: str, value: object) -> dict[str, StackSettings]:
             health_stable=_seconds(where, "health_stable", settings.get("health_stable"), allow_zero=True),
             rollback=_flag(where, "rollback", settings.get("rollback")),
             suspended=bool(_flag(where, "suspended", settings.get("suspended"))),
+            image_updates=_image_updates(where, settings.get("image_updates")),
         )
     return stacks
 
@@ -407,6 +410,15 @@ def _seconds(where: str, key: str, value: object, allow_zero: bool) -> float | N
         bound = "from 0" if allow_zero else "more than 0"
         raise ConfigError(f"{where}.{key}: expected a number of seconds, {bound}, at most {MAX_HEALTH_SECONDS:g}")
     return number
+
+
+def _image_updates(where: str, value: object) -> str | None:
+    if value is None:
+        return None
+    text = value.strip().lower() if isinstance(value, str) else ""
+    if text not in IMAGE_UPDATE_POLICIES:
+        raise ConfigError(f"{where}.image_updates: expected one of {', '.join(IMAGE_UPDATE_POLICIES)}")
+    return text
 
 
 def _flag(where: str, key: str, value: object) -> bool | None:

@@ -17,8 +17,9 @@
                        rejected_reason,                          not deployed again while Git wants it
                        heal_hash, heal_attempts,                 redeploys of a broken revision
                        suspended, suspended_since,               `composeflux suspend`: why, since when
-                       pending: {commit, hash, time} | null}},   being deployed (set before `up`,
+                       pending: {commit, hash, time} | null,     being deployed (set before `up`,
                                                                  cleared when the run is recorded)
+                       updates: {SERVICE: {image, digest, since}}}},  newer images `composeflux update` found
      "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
 
 `record()` is a pure function from the previous state and a run's outcome to the next state;
@@ -76,6 +77,21 @@ class Revision:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageUpdate:
+    """A newer image behind a service's tag, found by `composeflux update` and not applied."""
+
+    image: str  # the reference
+    digest: str  # the registry's digest for it
+    since: str  # when it was first seen
+
+    @classmethod
+    def from_json(cls, data: JSON) -> ImageUpdate | None:
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("image", "digest", "since")):
+            return None
+        return cls(data["image"], data["digest"], data["since"])
+
+
+@dataclasses.dataclass(frozen=True)
 class StackRecord:
     last_action: str = ""
     last_reason: str = ""
@@ -94,6 +110,7 @@ class StackRecord:
     suspended: str | None = None  # `composeflux suspend`: the reason given ("" for none)
     suspended_since: str | None = None
     pending: Revision | None = None  # being deployed by a sync that has not recorded its end
+    updates: dict[str, ImageUpdate] = dataclasses.field(default_factory=dict)  # service -> a newer image found
 
     @classmethod
     def from_json(cls, data: JSON) -> StackRecord:
@@ -118,6 +135,7 @@ class StackRecord:
             suspended=_str(data.get("suspended")),
             suspended_since=_str(data.get("suspended_since")),
             pending=Revision.from_json(data.get("pending")),
+            updates=_updates(data.get("updates")),
         )
 
 
@@ -195,6 +213,13 @@ class State:
 
 def _str(value: JSON) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _updates(data: JSON) -> dict[str, ImageUpdate]:
+    if not isinstance(data, dict):
+        return {}
+    found = {str(service): ImageUpdate.from_json(entry) for service, entry in data.items()}
+    return {service: update for service, update in found.items() if update is not None}
 
 
 def _count(value: JSON) -> int:
@@ -333,6 +358,15 @@ def mark_pending(state_dir: Path, name: str, commit: str | None, digest: str | N
     current = _load(state_dir, set_aside=False)
     record = current.stacks.get(name, StackRecord())
     stacks = {**current.stacks, name: dataclasses.replace(record, pending=Revision(commit, digest, now()))}
+    save(state_dir, dataclasses.replace(current, stacks=stacks))
+
+
+def record_updates(state_dir: Path, updates: dict[str, dict[str, ImageUpdate]]) -> None:
+    """`composeflux update`: replace each listed stack's available image updates (under the sync lock)."""
+    current = load(state_dir)
+    stacks = dict(current.stacks)
+    for name, found in updates.items():
+        stacks[name] = dataclasses.replace(stacks.get(name, StackRecord()), updates=found)
     save(state_dir, dataclasses.replace(current, stacks=stacks))
 
 

@@ -34,7 +34,9 @@ RUNTIME_PACKAGES=$(runtime_packages "$here/packaging/debian/control")
 # Not dependencies of the package, only for this host, the demo and the test suite: docker.io (of
 # the Docker engines the package accepts, the one Debian ships), sshd and busybox for the test
 # servers and the local test image, CA certificates, pytest, its timeout plugin (a hung test
-# fails instead of hanging CI: pyproject.toml sets the limit) and xdist (the fast lane on every core).
+# fails instead of hanging CI: pyproject.toml sets the limit) and xdist (the fast lane on every core);
+# age (age-keygen, and the data keys of the tests' SOPS files) and gnupg for the SOPS tests;
+# docker-registry and apache2-utils (htpasswd) for the registries the update tests start.
 TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout python3-pytest-xdist age gnupg docker-registry apache2-utils"
 PACKAGES="$RUNTIME_PACKAGES $TEST_PACKAGES"
 
@@ -47,8 +49,14 @@ if [ "${1:-}" = "--list" ]; then
     exit 0
 fi
 
+registry_was_installed=$(dpkg-query -W -f '${Status}' docker-registry 2>/dev/null | grep -c "install ok installed" || true)
 # shellcheck disable=SC2086
 "$here/scripts/ensure-packages.sh" $PACKAGES
+# Installing docker-registry enables a registry on *:5000 where systemd runs: the tests start their
+# own on 127.0.0.1, so the one this script brought in is switched off (one the host had is left).
+if [ "$registry_was_installed" = 0 ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
 
 # Docker Compose v2. Debian 13 ships it as docker-compose (>= 2); Debian 12's docker-compose is
 # the retired Python v1, so on bookworm take trixie's package and install its binary as the CLI plugin.

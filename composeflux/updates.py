@@ -1,0 +1,207 @@
+"""`composeflux update`: new images behind the same tag, found without pulling, and reported.
+
+    lock → what the engine runs (this instance's stacks, not suspended) → each service's image
+    reference and the digests its local image was pulled as (RepoDigests) → one HEAD per
+    distinct reference (registry.py) → per service: up to date, update available, unknown (why),
+    skipped (why) → log, state (`composeflux status STACK`), and the plan on stdout for --dry-run
+
+The policy is IMAGE_UPDATES (off or notify), per stack `image_updates` in stack.yml, per service
+the label `composeflux.image-updates`; the narrowest one set wins. A run never pulls or changes a
+container: what it finds is recorded for the operator (and the next deploy of the stack pulls as
+its `pull_policy` says). The sync never asks a registry anything.
+
+`check()` is the pure part: the engine's and the registries' answers in, a verdict per service out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TextIO
+
+from composeflux import state
+from composeflux.config import Config
+from composeflux.deployed import RunningImage
+from composeflux.errors import ComposefluxError, ConfigError, ExitStatus, exit_status, state_error
+from composeflux.lock import sync_lock
+from composeflux.logs import ACTION, STACK
+from composeflux.registry import Reference, Registry, Remote, local_digests, parse_reference
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("off", "notify")
+LABEL = "composeflux.image-updates"
+DOCKER_CONFIG_DIR = "docker"  # $STATE_DIRECTORY/docker/config.json: the service user's `docker login`
+
+
+class Verdict(str, enum.Enum):  # noqa: UP042 -- as plan.Action: .value is the word
+    CURRENT = "up to date"
+    AVAILABLE = "update available"
+    UNKNOWN = "unknown"
+    SKIPPED = "skipped"
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceCheck:
+    stack: str
+    service: str
+    image: str
+    verdict: Verdict
+    detail: str = ""  # the digests, or why unknown or skipped
+    digest: str | None = None  # AVAILABLE: the registry's digest for the tag now
+
+    def line(self) -> str:
+        return f"{self.verdict.value:<16}  {self.stack}/{self.service}  {self.image}  {self.detail}".rstrip()
+
+
+def policy(default: str, stack_policy: str | None, labels: Mapping[str, str]) -> str:
+    """The narrowest policy set: the service's label, the stack's stack.yml setting, IMAGE_UPDATES."""
+    label = labels.get(LABEL, "").strip().lower()
+    if label:
+        return label if label in POLICIES else f"invalid label {LABEL}={label!r}"
+    return stack_policy or default
+
+
+def references(running: Iterable[RunningImage], policies: Mapping[tuple[str, str], str]) -> dict[tuple[str, str], Reference | str]:
+    """Each service's reference to ask the registry about, or why it is not asked."""
+    result: dict[tuple[str, str], Reference | str] = {}
+    for item in running:
+        key = (item.stack, item.service)
+        chosen = policies.get(key, "notify")
+        if chosen != "notify":
+            result[key] = f"policy {chosen}" if chosen == "off" else chosen
+            continue
+        try:
+            reference = parse_reference(item.image)
+        except ValueError:
+            result[key] = "not a registry reference (an image ID, or built locally)"
+            continue
+        if reference.pinned:
+            result[key] = "pinned by digest"
+        elif not local_digests(item.repo_digests, reference):
+            result[key] = "no registry digest for it locally (built here, or not pulled from that registry)"
+        else:
+            result[key] = reference
+    return result
+
+
+def check(running: Iterable[RunningImage], asked: Mapping[tuple[str, str], Reference | str],
+          remotes: Mapping[Reference, Remote]) -> list[ServiceCheck]:
+    """The verdict for each service: pure."""
+    checks = []
+    for item in sorted(running, key=lambda i: (i.stack, i.service)):
+        target = asked[(item.stack, item.service)]
+        if isinstance(target, str):
+            checks.append(ServiceCheck(item.stack, item.service, item.image, Verdict.SKIPPED, target))
+            continue
+        remote = remotes.get(target)
+        if remote is None or remote.digest is None:
+            problem = remote.problem if remote else "not asked"
+            checks.append(ServiceCheck(item.stack, item.service, item.image, Verdict.UNKNOWN, problem or "no digest"))
+            continue
+        have = local_digests(item.repo_digests, target)
+        if remote.digest in have:
+            checks.append(ServiceCheck(item.stack, item.service, item.image, Verdict.CURRENT, remote.digest[:19]))
+        else:
+            local = ", ".join(sorted(d[:19] for d in have))
+            checks.append(ServiceCheck(
+                item.stack, item.service, item.image, Verdict.AVAILABLE, f"{local} → {remote.digest[:19]}", remote.digest
+            ))
+    return checks
+
+
+def summary(checks: list[ServiceCheck]) -> str:
+    counts = {verdict: sum(1 for c in checks if c.verdict is verdict) for verdict in Verdict}
+    return "image updates: " + ", ".join(f"{n} {verdict.value}" for verdict, n in counts.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdateTools:
+    """The engine boundary of an update run (tests pass fakes)."""
+
+    running_images: Callable[[str], list[RunningImage]]  # instance id -> what its stacks run
+    insecure_registries: Callable[[], list[str]]  # dockerd's insecure-registries (CIDRs and names)
+
+
+def default_tools() -> UpdateTools:
+    from composeflux import engine  # the Docker SDK: only when an update runs
+
+    return UpdateTools(engine.running_images, engine.insecure_registries)
+
+
+def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), tools: UpdateTools | None = None,
+        registry: Registry | None = None, out: TextIO | None = None) -> ExitStatus:
+    """One update check; the result is logged, recorded in the state (not for a dry run), and
+    printed for a dry run. Exit 0 unless the run itself could not be made."""
+    out = out or sys.stdout
+    wanted = set(stacks)
+    try:
+        with sync_lock(config.state_dir, config.lock_timeout, record_pid=not dry_run):
+            previous = state.read(config.state_dir) if dry_run else state.load(config.state_dir)
+            tools = tools or default_tools()
+            running = [
+                item for item in tools.running_images(config.instance_id)
+                if (not wanted or item.stack in wanted) and previous.stacks.get(item.stack, state.StackRecord()).suspended is None
+            ]
+            for name in sorted(wanted - {item.stack for item in running}):
+                log.warning("%s: no running stack of that name (or it is suspended); nothing to check", name)
+            stack_policies = _stack_policies(config)
+            policies = {
+                (item.stack, item.service): policy(config.image_updates, stack_policies.get(item.stack), item.labels) for item in running
+            }
+            asked = references(running, policies)
+            registry = registry or Registry(
+                Path(os.environ.get("DOCKER_CONFIG") or config.state_dir / DOCKER_CONFIG_DIR),
+                insecure=["127.0.0.0/8", *tools.insecure_registries()],
+            )
+            remotes = registry.check({target for target in asked.values() if isinstance(target, Reference)})
+            checks = check(running, asked, remotes)
+            for item in checks:
+                level = logging.WARNING if item.verdict is Verdict.AVAILABLE else logging.INFO
+                if item.verdict is Verdict.UNKNOWN:
+                    level = logging.WARNING
+                log.log(level, "%s/%s %s: %s %s", item.stack, item.service, item.image, item.verdict.value, item.detail,
+                        extra={STACK: item.stack, ACTION: "update"})
+            if dry_run:
+                for item in checks:
+                    print(config.masker(item.line()), file=out)
+            else:
+                _record(config, previous, checks)
+            log.info("%s (%d registry request(s))", summary(checks), registry.requests_made)
+    except (ComposefluxError, OSError) as exc:
+        message = config.masker(str(exc) if not isinstance(exc, OSError) else str(state_error(config.state_dir, exc)))
+        log.error("Update check failed: %s", message)
+        return exit_status(exc) if isinstance(exc, ComposefluxError) else ExitStatus.STATE
+    return ExitStatus.OK
+
+
+def _stack_policies(config: Config) -> dict[str, str]:
+    """stack.yml `image_updates` per stack, from the checkout the last sync left (no fetch)."""
+    from composeflux.stacks import discover
+
+    present = [path for path in config.stack_paths if (config.clone_path / path).is_dir()]
+    if not present:
+        return {}
+    try:
+        discovery = discover(config.clone_path, present, config.stack_config_file)
+    except ConfigError as exc:
+        log.warning("stack.yml cannot be read (%s); IMAGE_UPDATES applies to every stack", exc)
+        return {}
+    return {name: s.image_updates for name, s in discovery.stack_config.stacks.items() if s.image_updates}
+
+
+def _record(config: Config, previous: state.State, checks: list[ServiceCheck]) -> None:
+    """Each checked stack's available updates, in its state record (`composeflux status STACK`)."""
+    found: dict[str, dict[str, state.ImageUpdate]] = {}
+    for item in checks:
+        if item.verdict is Verdict.AVAILABLE and item.digest:
+            known = previous.stacks.get(item.stack, state.StackRecord()).updates.get(item.service)
+            since = known.since if known and known.digest == item.digest else state.now()
+            found.setdefault(item.stack, {})[item.service] = state.ImageUpdate(item.image, item.digest, since)
+    checked = {item.stack for item in checks}
+    state.record_updates(config.state_dir, {name: found.get(name, {}) for name in checked})

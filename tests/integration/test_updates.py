@@ -1,0 +1,78 @@
+"""`composeflux update` against a real registry (Debian's docker-registry on 127.0.0.1) and the
+real engine: a new image pushed under the tag a service runs is reported for exactly that
+service, recorded for `status`, nothing is pulled or recreated; digest-pinned images, the
+per-service label and the per-stack policy are honoured; a stopped registry gives "unknown"."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.conftest import PYTHON, container_ids
+from tests.registry import start_registry
+
+
+@pytest.fixture
+def registry(tmp_path, docker_engine):
+    with start_registry(tmp_path / "registry", tls=False, htpasswd=None) as server:
+        yield server
+
+
+def composeflux(cfx, *arguments, expect=0):
+    result = subprocess.run(
+        [PYTHON, "-m", "composeflux", "--config", str(cfx.config_file), *arguments],
+        capture_output=True, text=True, timeout=120, env=cfx.env,
+    )
+    assert result.returncode == expect, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def service(name, image, labels=None):
+    text = f"  {name}:\n    image: {image}\n    command: [\"sleep\", \"infinity\"]\n    init: true\n    stop_grace_period: 1s\n"
+    if labels:
+        text += "    labels:\n" + "".join(f"      {k}: {json.dumps(v)}\n" for k, v in labels.items())
+    return text
+
+
+def test_a_new_image_behind_a_tag_is_reported_for_exactly_that_service(cfx, repo, prefix, registry):
+    first = registry.push("app", "v1")
+    registry.pull("app", "v1")
+    tagged = registry.image("app", "v1")
+    pinned = f"{registry.host}/app@{first}"
+    web, db = f"{prefix}-web", f"{prefix}-db"
+    repo.write(f"{web}/compose.yaml", "services:\n" + service("app", tagged) + service("pinned", pinned)
+               + service("quiet", tagged, {"composeflux.image-updates": "off"}))
+    repo.write(f"{db}/compose.yaml", "services:\n" + service("app", tagged))
+    repo.write("stack.yml", f"stacks:\n  {db}:\n    image_updates: \"off\"\n")
+    repo.commit("stacks on the registry's image")
+    cfx.sync()
+    before = {**container_ids(web), **{f"db-{k}": v for k, v in container_ids(db).items()}}
+
+    result = composeflux(cfx, "update", "--dry-run")
+    assert f"up to date        {web}/app" in result.stdout
+
+    second = registry.push("app", "v1")  # a new image behind the same tag
+    assert second != first
+    result = composeflux(cfx, "update", "--dry-run")
+    lines = result.stdout.splitlines()
+    available = [line for line in lines if line.startswith("update available")]
+    assert len(available) == 1 and f"{web}/app" in available[0] and second[:19] in available[0], result.stdout
+    assert any(line.startswith("skipped") and f"{web}/pinned" in line and "pinned by digest" in line for line in lines)
+    assert any(line.startswith("skipped") and f"{web}/quiet" in line and "policy off" in line for line in lines)
+    assert any(line.startswith("skipped") and f"{db}/app" in line and "policy off" in line for line in lines)
+    assert json.loads((cfx.state / "state.json").read_text())["stacks"][web].get("updates") == {}  # a dry run records nothing
+
+    composeflux(cfx, "update")
+    record = json.loads((cfx.state / "state.json").read_text())["stacks"][web]
+    assert record["updates"]["app"]["digest"] == second and record["updates"]["app"]["image"] == tagged
+    status = composeflux(cfx, "status", web)
+    assert "app: " in status.stdout and "has a newer image" in status.stdout
+    # Nothing was pulled or recreated.
+    after = {**container_ids(web), **{f"db-{k}": v for k, v in container_ids(db).items()}}
+    assert after == before
+
+    registry.stop()
+    result = composeflux(cfx, "update", "--dry-run")
+    assert any(line.startswith("unknown") and f"{web}/app" in line and "unreachable" in line for line in result.stdout.splitlines())
