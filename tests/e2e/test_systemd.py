@@ -269,10 +269,11 @@ def test_package_is_lintian_clean(deb):
 
 
 def test_installing_starts_nothing(system):
-    for unit in ("composeflux.timer", "composeflux.path"):
+    for unit in ("composeflux.timer", "composeflux.path", "composeflux-update.timer"):
         assert system.prop(unit, "UnitFileState") == "disabled"
         assert system.prop(unit, "ActiveState") == "inactive"
     assert system.prop("composeflux.service", "ActiveState") == "inactive"
+    assert system.prop("composeflux-update.service", "ActiveState") == "inactive"
     assert system.invocations() == []
     assert system.out("stat -c '%a %U:%G' /etc/composeflux/composeflux.conf") == "640 root:composeflux"
     assert system.out("stat -c '%a %U:%G' /var/spool/composeflux") == "2770 composeflux:composeflux-trigger"
@@ -471,14 +472,26 @@ def test_a_failing_stack_fails_the_unit(system, repo):
 
 def test_systemd_analyze_verify_and_security(system):
     result = system.sh(
-        "systemd-analyze verify composeflux.service composeflux.timer composeflux.path composeflux-sync.service",
+        "systemd-analyze verify composeflux.service composeflux.timer composeflux.path composeflux-sync.service"
+        " composeflux-update.service composeflux-update.timer",
         check=False,
     )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
-    report = system.out("systemd-analyze security --no-pager composeflux.service")
-    exposure = float(re.search(r"Overall exposure level for composeflux\.service: ([\d.]+)", report).group(1))
-    print(f"\nsystemd-analyze security composeflux.service: {exposure}")
-    assert exposure <= 2.0, report
+    for unit in ("composeflux.service", "composeflux-update.service"):
+        report = system.out(f"systemd-analyze security --no-pager {unit}")
+        exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", report).group(1))
+        print(f"\nsystemd-analyze security {unit}: {exposure}")
+        assert exposure <= 2.0, report
+
+
+def test_the_update_check_runs_under_its_unit(system):
+    """`systemctl start composeflux-update` runs the check as the service user, in its sandbox,
+    and it finishes (the e2e stacks use a local image without a registry digest: skipped)."""
+    system.wait_idle()
+    result = system.sh("systemctl start composeflux-update", check=False)
+    log = system.out("journalctl -u composeflux-update --no-pager -n 20")
+    assert result.returncode == 0, log
+    assert "image updates:" in log and "skipped" in log, log
 
 
 def test_upgrade_keeps_the_units_enabled_and_the_stacks_running(system):
