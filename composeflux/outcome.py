@@ -46,8 +46,8 @@ class StackOutcome:
     # DEPLOY, ROLLED_BACK: the image ID each service's containers run, once they passed the gate.
     images: dict[str, str] = dataclasses.field(default_factory=dict)
     # The revision that failed its health gate (ROLLED_BACK, or FAILED when nothing could be put
-    # back): not deployed again until Git wants something else. (commit, stack hash)
-    rejected: tuple[str | None, str] | None = None
+    # back): not deployed again until Git wants something else. (commit, stack hash, why)
+    rejected: tuple[str | None, str, str] | None = None
     healed: bool = False  # DEPLOY: a redeploy of the same revision, because it was broken
 
     @property

@@ -299,8 +299,8 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max:
     if stack.tree is not None:
         record = dataclasses.replace(record, tree=stack.tree)
     if stack.rejected is not None:
-        commit, digest = stack.rejected
-        record = dataclasses.replace(record, rejected=Revision(commit, digest, time), rejected_reason=stack.error or stack.reason)
+        commit, digest, why = stack.rejected
+        record = dataclasses.replace(record, rejected=Revision(commit, digest, time), rejected_reason=why)
     if stack.action is Action.FAILED and stack.held:
         return dataclasses.replace(record, last_action=stack.action.value)  # not tried: nothing new
     if stack.action in (Action.FAILED, Action.ROLLED_BACK):

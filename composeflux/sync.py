@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 # Plan reasons (plan.compare) of a stack at the revision Git wants whose containers are broken.
 HEALING = ("missing from Docker", "not running", "unhealthy")
 RECHECK = "not checked yet"
-REJECTED_PREFIX = re.compile(r"^(?:rolled back from [0-9a-f?]+|failed its health gate): ")
 
 
 class RollbackError(Exception):
@@ -196,6 +195,7 @@ class _Run:
         self.held: set[str] = set()  # stacks not tried this time (failure backoff)
         self.reported: set[str] = set()  # stacks whose failure is in the log already (each once)
         self.facts: EngineFacts | None = None  # read at the first deploy (after the prunes)
+        self.rollback_inputs: _RollbackInputs | None = None  # set once the stacks are discovered
         self.provided = Provided()
 
     def outcome(self) -> SyncOutcome:
@@ -357,21 +357,21 @@ class _Run:
         self.notify("rendering")
         desired, rendered = self._render_all(discovery, renderers, environments, cache)
         desired = network_order(desired, stack_config.startup_order)
-        held = {}
+        held, rejected = {}, {}
         for item in desired:
             if not isinstance(item, StackHashes):
                 continue
             waiting = self._holding(item.name, "deploy")
             if waiting is not None:
                 held[item.name] = (waiting, self._why_held(item.name))
-            rejected = self._rejected(item)
-            if rejected is not None:
-                held[item.name] = (item.stack_hash, rejected)
+            why = self._rejected(item)
+            if why is not None:
+                held[item.name] = rejected[item.name] = (item.stack_hash, why)
         suspended = self._suspended(discovery)
         self.plan = plan = make_plan(
             desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt, suspended
         )
-        self.plan = plan = self._limit_healing(self._recheck_pending(self._keep_rejected(plan, held), engine))
+        self.plan = plan = self._limit_healing(self._recheck_pending(self._keep_rejected(plan, rejected), engine))
         for name in sorted(self.options.adopt - {p.name for p in plan.stacks if p.reason.startswith("adopting")}):
             log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
@@ -444,8 +444,7 @@ class _Run:
         stacks = []
         for stack in discovery.stacks:
             try:
-                provided = decryptor.dotenv(stack.directory, checkout.path)
-                provided.update(read_local_env(local_dir, stack.name))
+                environments[stack.name] = self._stack_environment(stack, checkout.path, stack_config, scopes, decryptor)
             except (SopsFileError, LocalEnvError) as exc:
                 message = self.config.masker(str(exc))
                 log.error("%s", message, extra={STACK: stack.name, ACTION: "failed"})
@@ -453,11 +452,19 @@ class _Run:
                 problems.append(StackProblem(stack.name, message))
                 continue
             stacks.append(stack)
-            environments[stack.name] = stack_environment(
-                stack_config.envs, read_dotenv(stack.directory / ".env"), stack_config.settings(stack.name).envs,
-                scopes.shared, scopes.stacks.get(stack.name), provided,
-            )
         return dataclasses.replace(discovery, stacks=stacks, problems=problems), environments
+
+    def _stack_environment(
+        self, stack: Stack, root: Path, stack_config: StackConfig, scopes: Scopes, decryptor: Decryptor
+    ) -> StackEnvironment:
+        """One stack's layers (environment.py), its SOPS .env decrypted and the host-local env
+        file read; `root`: the checkout it lies in. SopsFileError, LocalEnvError."""
+        provided = decryptor.dotenv(stack.directory, root)
+        provided.update(read_local_env(self.config.local_env_dir, stack.name))
+        return stack_environment(
+            stack_config.envs, read_dotenv(stack.directory / ".env"), stack_config.settings(stack.name).envs,
+            scopes.shared, scopes.stacks.get(stack.name), provided,
+        )
 
     def _render_all(
         self, discovery: Discovery, renderers: dict[str, Renderer], environments: dict[str, StackEnvironment], cache: RenderCache
@@ -573,8 +580,7 @@ class _Run:
     # -- the health gate, rollback, healing ----------------------------------------------------
 
     def _stack_settings(self, name: str) -> StackSettings:
-        inputs = getattr(self, "rollback_inputs", None)
-        return inputs.stack_config.settings(name) if inputs else StackSettings()
+        return self.rollback_inputs.stack_config.settings(name) if self.rollback_inputs else StackSettings()
 
     def _containers(self, name: str) -> dict[str, str]:
         """The project's containers now: id -> a fingerprint of how it runs (state, start time)."""
@@ -627,12 +633,12 @@ class _Run:
         remembered and not deployed again until Git wants something else."""
         name = planned.name
         commit = self.checkout.commit if self.checkout else None
-        rejected = (commit, planned.stack_hash or "")
+        reason = self.config.masker(reason)
+        rejected = (commit, planned.stack_hash or "", reason)
         record = self.previous.stacks.get(name)
         good = record.good if record else None
         settings = self._stack_settings(name)
         allowed = settings.rollback if settings.rollback is not None else self.config.rollback
-        reason = self.config.masker(reason)
         failed = StackOutcome(
             name, Action.FAILED, planned.reason, planned.stack_hash, error=f"failed its health gate: {reason}", tree=tree,
             rejected=rejected,
@@ -652,14 +658,14 @@ class _Run:
             return dataclasses.replace(failed, error=error)
 
     def _roll_back(
-        self, planned: StackPlan, stack: Stack, good: state.Revision, reason: str, rejected: tuple[str | None, str],
+        self, planned: StackPlan, stack: Stack, good: state.Revision, reason: str, rejected: tuple[str | None, str, str],
         tree: TreeRevision | None, applier: Applier,
     ) -> StackOutcome:
         """Deploy the stack as it was at its last good commit: rendered again from the clone's
         Git objects (nothing rendered is kept on disk: it holds secret values) with today's
         secrets, each service's image pinned to the image ID it ran then, and health-gated."""
         name, inputs, checkout = planned.name, self.rollback_inputs, self.checkout
-        assert good.commit is not None and checkout is not None
+        assert good.commit is not None and checkout is not None and inputs is not None
         relative = self._relative(checkout, stack)
         scratch = Path(tempfile.mkdtemp(prefix="composeflux-rollback-")).resolve()
         try:
@@ -671,12 +677,7 @@ class _Run:
             then = next((s for s in discovery.stacks if s.name == name), None)
             if then is None:
                 raise RollbackError(f"the stack is not in commit {good.commit[:12]} any more")
-            provided = inputs.decryptor.dotenv(then.directory, scratch)
-            provided.update(read_local_env(self.config.local_env_dir, name))
-            environment = stack_environment(
-                discovery.stack_config.envs, read_dotenv(then.directory / ".env"), discovery.stack_config.settings(name).envs,
-                inputs.scopes.shared, inputs.scopes.stacks.get(name), provided,
-            )
+            environment = self._stack_environment(then, scratch, discovery.stack_config, inputs.scopes, inputs.decryptor)
             renderer = Renderer(
                 self.tools_in_use.compose, old, inputs.hash_key, environment.env, self.config.masker,
                 tree_root=inputs.trees.path, decryptor=inputs.decryptor,
@@ -714,9 +715,7 @@ class _Run:
         commit = (record.rejected.commit or "?")[:12]
         verb = "rolled back from" if record.last_action == Action.ROLLED_BACK.value or (
             record.deployed and record.deployed.hash != item.stack_hash) else "failed its health gate at"
-        # The reason recorded is the outcome's error, which says "rolled back from <commit>: " or
-        # "failed its health gate: " itself: not twice.
-        why = REJECTED_PREFIX.sub("", record.rejected_reason or "") or "its health gate failed"
+        why = record.rejected_reason or "its health gate failed"
         return (
             f"{verb} {commit}: {why}; waiting for a new revision "
             f"(or `composeflux sync --retry {item.name}`)"
@@ -734,21 +733,18 @@ class _Run:
                 suspended[name] = "suspended in stack.yml"
         return suspended
 
-    def _keep_rejected(self, plan: Plan, held: dict[str, tuple[str, str]]) -> Plan:
+    def _keep_rejected(self, plan: Plan, rejected: dict[str, tuple[str, str]]) -> Plan:
         """A revision that failed its gate and was left running (no rollback possible, or
-        ROLLBACK off) matches what Git wants, but is not good: it stays failed."""
+        ROLLBACK off) matches what Git wants, but is not good: it stays failed.
+        `rejected`: name -> (stack hash, why), from _rejected."""
         stacks = []
         for planned in plan.stacks:
-            waiting = held.get(planned.name)
-            if planned.action is Action.UNCHANGED and waiting and waiting[0] == planned.stack_hash and self._rejected_hash(planned):
+            waiting = rejected.get(planned.name)
+            if planned.action is Action.UNCHANGED and waiting and waiting[0] == planned.stack_hash:
                 planned = dataclasses.replace(planned, action=Action.FAILED, reason=waiting[1])
                 self.held.add(planned.name)
             stacks.append(planned)
         return dataclasses.replace(plan, stacks=tuple(stacks))
-
-    def _rejected_hash(self, planned: StackPlan) -> bool:
-        record = self.previous.stacks.get(planned.name)
-        return bool(record and record.rejected and record.rejected.hash == planned.stack_hash)
 
     def _recheck_pending(self, plan: Plan, engine: EngineState) -> Plan:
         """A stack that an interrupted sync deployed (its containers carry the hash Git wants,
