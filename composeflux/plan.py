@@ -24,7 +24,9 @@ class Action(str, enum.Enum):  # noqa: UP042 -- see the comment above
     FAILED = "failed"
     KEEP = "keep"  # deleted from Git, but REMOVE_ORPHANS=false
     SUSPENDED = "suspended"  # `composeflux suspend` or stack.yml: not deployed, healed or pruned
-    ROLLED_BACK = "rollback"  # outcomes only: deployed, failed its health gate, put back to its last good revision
+    # Outcomes: deployed, failed its health gate, put back to its last good revision. Planned: a
+    # rolled-back stack whose containers broke, rolled back again (healing).
+    ROLLED_BACK = "rollback"
     SKIPPED = "skipped"  # outcomes only: planned, but the sync stopped before reaching it
 
 
@@ -59,10 +61,11 @@ class Plan:
             Action.PRUNE: "to prune",
             Action.KEEP: "to keep",
             Action.SUSPENDED: "suspended",
+            Action.ROLLED_BACK: "to roll back again",
             Action.FAILED: "failed",
         }
         counts = {action: len(self.with_action(action)) for action in words}
-        return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a not in (Action.KEEP, Action.SUSPENDED))
+        return ", ".join(f"{n} {words[a]}" for a, n in counts.items() if n or a not in (Action.KEEP, Action.SUSPENDED, Action.ROLLED_BACK))
 
 
 def network_order(items: list[StackHashes | StackProblem], first: Sequence[str]) -> list[StackHashes | StackProblem]:

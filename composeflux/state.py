@@ -319,6 +319,10 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max:
         if stack.action is Action.ROLLED_BACK:  # it runs its last good revision again
             images = stack.images or (record.good.images if record.good else {})
             record = dataclasses.replace(record, deployed=Revision(stack.commit, stack.stack_hash, time, images))
+        if stack.healed:  # a heal of the rolled-back revision: counted against HEAL_MAX_ATTEMPTS
+            healed = record.good.hash if record.good else None
+            attempts = record.heal_attempts + 1 if record.heal_hash == healed else 1
+            record = dataclasses.replace(record, heal_hash=healed, heal_attempts=attempts)
         return record
     if stack.action in (Action.DEPLOY, Action.UNCHANGED):
         deployed = record.deployed

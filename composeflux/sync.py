@@ -229,7 +229,7 @@ class _Run:
         for planned in self.plan.stacks:
             if planned.name in done:
                 result.append(done[planned.name])
-            elif planned.action in (Action.DEPLOY, Action.PRUNE):
+            elif planned.action in (Action.DEPLOY, Action.PRUNE, Action.ROLLED_BACK):
                 result.append(StackOutcome(planned.name, Action.SKIPPED, planned.reason, planned.stack_hash))
             else:
                 result.append(self._planned_outcome(planned))
@@ -371,7 +371,8 @@ class _Run:
         self.plan = plan = make_plan(
             desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt, suspended
         )
-        self.plan = plan = self._limit_healing(self._recheck_pending(self._keep_rejected(plan, rejected), engine))
+        plan = self._limit_healing(self._recheck_pending(self._keep_rejected(plan, rejected), engine))
+        self.plan = plan = self._heal_rolled_back(plan, rejected, engine)
         for name in sorted(self.options.adopt - {p.name for p in plan.stacks if p.reason.startswith("adopting")}):
             log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
         self.held |= {p.name for p in plan.stacks if p.name in held and p.action is Action.FAILED}
@@ -379,7 +380,7 @@ class _Run:
             self.plan = plan = self._preflight_plan(plan, discovery, renderers, rendered)
             cache.save()  # hashes only: the next dry run, and the real sync, need not render again
             return SyncOutcome(
-                ExitStatus.STACKS_FAILED if plan.with_action(Action.FAILED) else ExitStatus.OK,
+                ExitStatus.STACKS_FAILED if plan.with_action(Action.FAILED) or plan.with_action(Action.ROLLED_BACK) else ExitStatus.OK,
                 self._stacks_so_far(),
                 checkout.commit,
                 config.masker(checkout.subject),
@@ -398,6 +399,8 @@ class _Run:
             elif planned.action is Action.PRUNE:
                 self.notify(f"pruning {planned.name}")
                 result = self._prune(planned, applier, trees)
+            elif planned.action is Action.ROLLED_BACK:
+                result = self._heal_rollback(planned, stacks[planned.name], applier)
             else:
                 result = self._untouched(planned, engine)
             self.done.append(result)
@@ -745,6 +748,46 @@ class _Run:
                 self.held.add(planned.name)
             stacks.append(planned)
         return dataclasses.replace(plan, stacks=tuple(stacks))
+
+    def _heal_rolled_back(self, plan: Plan, rejected: dict[str, tuple[str, str]], engine: EngineState) -> Plan:
+        """A stack rolled back to its last good revision, whose containers then broke (one died,
+        turned unhealthy), is rolled back again (that revision redeployed), at most
+        HEAL_MAX_ATTEMPTS times: Git still wants the rejected revision, so no deploy would."""
+        stacks = []
+        for planned in plan.stacks:
+            deployed = engine.managed.get(planned.name)
+            record = self.previous.stacks.get(planned.name)
+            broken = sorted({
+                c.service for c in (deployed.containers if deployed else ()) if not c.is_up or c.health == "unhealthy"
+            })
+            if planned.action is Action.FAILED and planned.name in rejected and broken and record and record.good:
+                attempts = record.heal_attempts if record.heal_hash == record.good.hash else 0
+                what = f"its last good revision {(record.good.commit or '?')[:12]} is broken (services: {', '.join(broken)})"
+                if attempts < self.config.heal_max_attempts or self.options.retry_failed or planned.name in self.options.retry:
+                    again = f"{planned.reason}; {what}: rolling back again"
+                    planned = dataclasses.replace(planned, action=Action.ROLLED_BACK, reason=again)
+                else:
+                    planned = dataclasses.replace(
+                        planned, reason=f"{planned.reason}; {what}, and was redeployed {attempts} time(s) already (HEAL_MAX_ATTEMPTS)"
+                    )
+            stacks.append(planned)
+        return dataclasses.replace(plan, stacks=tuple(stacks))
+
+    def _heal_rollback(self, planned: StackPlan, stack: Stack, applier: Applier) -> StackOutcome:
+        """Roll a rolled-back stack whose containers broke back again (_heal_rolled_back)."""
+        record = self.previous.stacks[planned.name]
+        assert record.good is not None and record.rejected is not None
+        fields = {STACK: planned.name, ACTION: Action.ROLLED_BACK.value}
+        log.warning("Healing: %s", planned.reason, extra=fields)
+        self.notify(f"rolling {planned.name} back again")
+        rejected = (record.rejected.commit, record.rejected.hash or "", record.rejected_reason or "its health gate failed")
+        try:
+            outcome = self._roll_back(planned, stack, record.good, rejected[2], rejected, record.tree, applier)
+        except (RollbackError, RenderError, ApplyError, GitSourceError, ConfigError, OSError) as exc:
+            message = self._short_paths(self.config.masker(str(exc)))
+            log.error("Healing failed: %s", message, extra={**fields, ACTION: "failed"})
+            return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, healed=True)
+        return dataclasses.replace(outcome, healed=True)
 
     def _recheck_pending(self, plan: Plan, engine: EngineState) -> Plan:
         """A stack that an interrupted sync deployed (its containers carry the hash Git wants,

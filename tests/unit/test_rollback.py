@@ -163,3 +163,22 @@ def test_a_deploy_an_interrupted_sync_left_unchecked_is_gated_by_the_next_one(cf
     assert cfx() is ExitStatus.STACKS_FAILED  # checked now: it fails its gate, and has no other good revision
     assert "failed its health gate" in cfx.state().stacks["web"].last_error
     assert cfx.state().stacks["web"].pending is None
+
+
+def test_a_rolled_back_stack_whose_container_dies_is_rolled_back_again_at_most_heal_max_attempts(cfx, repo):
+    good, bad = good_then_broken(cfx, repo)
+    assert cfx(HEAL_MAX_ATTEMPTS="1") is ExitStatus.STACKS_FAILED  # rolled back
+    cfx.compose.stopped.add(("web", "app"))  # the good revision's container dies
+    cfx.compose.calls.clear()
+    assert cfx(HEAL_MAX_ATTEMPTS="1") is ExitStatus.STACKS_FAILED  # Git still wants the rejected revision
+    assert cfx.compose.called("up") == ["web"]
+    assert deployed_mode(cfx, "web") == "good" and ("web", "app") not in cfx.compose.stopped
+    record = cfx.state().stacks["web"]
+    assert record.last_action == Action.ROLLED_BACK.value and record.heal_attempts == 1
+    assert record.rejected.commit == bad and record.deployed.commit == good
+
+    cfx.compose.stopped.add(("web", "app"))
+    cfx.compose.calls.clear()
+    assert cfx(HEAL_MAX_ATTEMPTS="1") is ExitStatus.STACKS_FAILED
+    assert cfx.compose.called("up") == []  # healed once already: left alone, and said so
+    assert "HEAL_MAX_ATTEMPTS" in cfx.state().last_sync.stacks["web"]["reason"]
