@@ -523,3 +523,29 @@ def test_a_sync_killed_before_its_revision_turned_unhealthy_is_rolled_back_by_th
     assert now.state == "running" and env_of(now)["V"] == "1"
     record = state_file(cfx)["stacks"][name]
     assert (record["good"]["commit"], record["rejected"]["commit"], record["pending"]) == (good, bad, None)
+
+
+def test_a_rolled_back_stack_whose_container_is_killed_is_rolled_back_again(cfx, repo, prefix):
+    """Git still wants the rejected revision, so no deploy would bring the good one back: the
+    heal rolls back again, at most HEAL_MAX_ATTEMPTS times."""
+    name = f"{prefix}-web"
+    cfx.settings(HEALTH_TIMEOUT=4, HEALTH_STABLE=1, HEAL_MAX_ATTEMPTS=1)
+    write_stack(repo, name, {"app": service({"V": "1"}, healthcheck=PASSES)})
+    repo.commit("good")
+    cfx.sync()
+    write_stack(repo, name, {"app": service({"V": "2"}, healthcheck=NEVER_PASSES)})
+    repo.commit("unhealthy")
+    cfx.sync(expect=1)
+    assert env_of(containers(name)["app"])["V"] == "1"
+
+    kill_container(name, "app")
+    result = cfx.sync(expect=1)
+    assert "rolling back again" in result.stderr, result.stderr
+    now = containers(name)["app"]
+    assert now.state == "running" and env_of(now)["V"] == "1"
+    assert state_file(cfx)["stacks"][name]["heal_attempts"] == 1
+
+    kill_container(name, "app")
+    result = cfx.sync(expect=1)
+    assert "HEAL_MAX_ATTEMPTS" in result.stderr
+    assert containers(name)["app"].state == "exited"  # left alone, and reported
