@@ -104,7 +104,7 @@ class Config:
     health_stable: float  # seconds it must then keep running without a restart
     rollback: bool  # put a stack that fails its health gate back to its last good revision
     heal_max_attempts: int  # redeploys of a broken stack at one revision; 0: never heal
-    image_updates: str  # off, notify: what `composeflux update` does about a new image behind a tag
+    image_updates: str  # off, notify, apply: what `composeflux update` does about a new image behind a tag
     log_level: str
     log_format: str
     state_dir: Path
@@ -307,7 +307,7 @@ def load(
         health_stable=seconds(settings, "HEALTH_STABLE", 10.0, maximum=3600),
         rollback=boolean(settings, "ROLLBACK", True),
         heal_max_attempts=integer(settings, "HEAL_MAX_ATTEMPTS", 3, minimum=0, maximum=100),
-        image_updates=_image_updates(settings),
+        image_updates=choice(settings, "IMAGE_UPDATES", ("off", "notify", "apply"), "notify"),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,
@@ -371,12 +371,6 @@ def _read_private(path: Path, setting: str) -> str:
                 "it holds a private key: chmod 600 it, owned by the user composeflux runs as"
             )
         return handle.read(1 << 20).decode("utf-8", errors="replace")
-
-
-def _image_updates(settings: Mapping[str, str]) -> str:
-    if settings.get("IMAGE_UPDATES", "").strip().lower() == "apply":
-        raise ConfigError("IMAGE_UPDATES: apply is not available in this version; notify reports updates (see composeflux update)")
-    return choice(settings, "IMAGE_UPDATES", ("off", "notify"), "notify")
 
 
 def _credentials(settings: Mapping[str, str], token: str | None, user: str | None, url_password: str | None) -> frozenset[str]:

@@ -7,6 +7,8 @@ Containers that composeflux deploys carry these labels (Compose adds its own com
     compose.stack.service-hash=<keyed hash of this service's rendered config and files>
     compose.stack.hash=<keyed hash of the whole stack when this container was created>
     compose.stack.commit=<Git commit this container was created from>
+    compose.stack.image=<the image reference of the compose file>   only on a container a rollback
+                                                                    pinned to an image ID
 
 No I/O here: `engine.read_state` fills these from the Docker API.
 """
@@ -21,6 +23,7 @@ INSTANCE = "compose.stack.instance"
 SERVICE_HASH = "compose.stack.service-hash"
 STACK_HASH = "compose.stack.hash"
 COMMIT = "compose.stack.commit"
+IMAGE_REFERENCE = "compose.stack.image"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"
 COMPOSE_ONEOFF = "com.docker.compose.oneoff"

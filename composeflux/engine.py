@@ -12,6 +12,7 @@ from composeflux.deployed import (
     COMPOSE_ONEOFF,
     COMPOSE_PROJECT,
     COMPOSE_SERVICE,
+    IMAGE_REFERENCE,
     INSTANCE,
     MANAGED_BY,
     MANAGED_BY_VALUE,
@@ -203,7 +204,8 @@ def running_images(instance_id: str) -> list[RunningImage]:
         for key, item in found.items():
             try:
                 inspected = client.api.inspect_container(item["Id"])
-                created_from[key] = str((inspected.get("Config") or {}).get("Image") or item.get("Image") or "")
+                pinned = (item.get("Labels") or {}).get(IMAGE_REFERENCE)  # a rollback pinned it to an image ID
+                created_from[key] = str(pinned or (inspected.get("Config") or {}).get("Image") or item.get("Image") or "")
             except docker.errors.NotFound:
                 created_from[key] = str(item.get("Image") or "")
         digests: dict[str, tuple[str, ...]] = {}
@@ -237,3 +239,24 @@ def insecure_registries() -> list[str]:
     indexes = (registry.get("IndexConfigs") or {}).items()
     names = [name for name, index in indexes if isinstance(index, dict) and not index.get("Secure", True)]
     return [*(registry.get("InsecureRegistryCIDRs") or []), *names]
+
+
+def remove_unused_images(image_ids: list[str]) -> list[str]:
+    """Remove these images (by ID, never forced) if no container uses them any more; returns the
+    ones removed. An image still in use, or already gone, is left alone without a word: only
+    images an image update replaced are ever passed here, never a prune of the host's images."""
+    try:
+        client = docker.from_env(version="auto", timeout=60)
+        used = {item.get("ImageID") for item in client.api.containers(all=True)}
+        removed = []
+        for image_id in image_ids:
+            if image_id in used:
+                continue
+            try:
+                client.api.remove_image(image_id)
+            except docker.errors.APIError:  # in use after all, gone, or referenced by a child image
+                continue
+            removed.append(image_id)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise EngineError(f"cannot remove replaced images: {exc}") from None
+    return removed

@@ -49,6 +49,8 @@ class StackOutcome:
     # back): not deployed again until Git wants something else. (commit, stack hash, why)
     rejected: tuple[str | None, str, str] | None = None
     healed: bool = False  # DEPLOY: a redeploy of the same revision, because it was broken
+    # An image update that failed its gate: service -> the digest not to apply again.
+    bad_images: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def changed_something(self) -> bool:

@@ -57,11 +57,11 @@ class StackSettings:
     health_stable: float | None = None  # seconds; None: HEALTH_STABLE
     rollback: bool | None = None  # None: ROLLBACK
     suspended: bool = False  # a pause declared in Git: not deployed, healed or pruned
-    image_updates: str | None = None  # off, notify; None: IMAGE_UPDATES
+    image_updates: str | None = None  # off, notify, apply; None: IMAGE_UPDATES
 
 
 STACK_SETTING_KEYS = ("envs", "health_timeout", "health_stable", "rollback", "suspended", "image_updates")
-IMAGE_UPDATE_POLICIES = ("off", "notify")
+IMAGE_UPDATE_POLICIES = ("off", "notify", "apply")
 MAX_HEALTH_SECONDS = 3600.0
 
 

@@ -19,7 +19,8 @@
                        suspended, suspended_since,               `composeflux suspend`: why, since when
                        pending: {commit, hash, time} | null,     being deployed (set before `up`,
                                                                  cleared when the run is recorded)
-                       updates: {SERVICE: {image, digest, since}}}},  newer images `composeflux update` found
+                       updates: {SERVICE: {image, digest, since}},  newer images `composeflux update` found
+                       bad_images: {SERVICE: digest}}},          applied ones that failed their gate
      "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
 
 `record()` is a pure function from the previous state and a run's outcome to the next state;
@@ -111,6 +112,7 @@ class StackRecord:
     suspended_since: str | None = None
     pending: Revision | None = None  # being deployed by a sync that has not recorded its end
     updates: dict[str, ImageUpdate] = dataclasses.field(default_factory=dict)  # service -> a newer image found
+    bad_images: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> a digest that failed its gate
 
     @classmethod
     def from_json(cls, data: JSON) -> StackRecord:
@@ -136,6 +138,7 @@ class StackRecord:
             suspended_since=_str(data.get("suspended_since")),
             pending=Revision.from_json(data.get("pending")),
             updates=_updates(data.get("updates")),
+            bad_images=_strings(data.get("bad_images")),
         )
 
 
@@ -222,6 +225,10 @@ def _updates(data: JSON) -> dict[str, ImageUpdate]:
     return {service: update for service, update in found.items() if update is not None}
 
 
+def _strings(data: JSON) -> dict[str, str]:
+    return {str(k): v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
 def _count(value: JSON) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -296,6 +303,13 @@ def record(
 
 def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max: float) -> StackRecord:
     record = dataclasses.replace(record, pending=None)  # this run's end is recorded now
+    if stack.bad_images:
+        record = dataclasses.replace(
+            record, bad_images={**record.bad_images, **stack.bad_images},
+            updates={s: u for s, u in record.updates.items() if s not in stack.bad_images},
+        )
+    elif stack.action is Action.DEPLOY and stack.reason.startswith("image update"):
+        record = dataclasses.replace(record, updates={})  # applied
     if stack.tree is not None:
         record = dataclasses.replace(record, tree=stack.tree)
     if stack.rejected is not None:

@@ -19,7 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
@@ -28,7 +28,7 @@ from composeflux.apply import Applier, ApplyError, labelled_project
 from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
 from composeflux.config import Config
-from composeflux.deployed import COMMIT, EngineState
+from composeflux.deployed import COMMIT, IMAGE_REFERENCE, EngineState
 from composeflux.environment import LocalEnvError, StackEnvironment, read_dotenv, read_local_env, stack_environment
 from composeflux.errors import (
     ComposefluxError,
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 # Plan reasons (plan.compare) of a stack at the revision Git wants whose containers are broken.
 HEALING = ("missing from Docker", "not running", "unhealthy")
 RECHECK = "not checked yet"
+IMAGE_UPDATE = "image update"
 
 
 class RollbackError(Exception):
@@ -85,6 +86,9 @@ class Options:
     retry_failed: bool = False  # try failed stacks now, whatever their backoff
     adopt: frozenset[str] = frozenset()  # Compose projects deployed by something else, to take over
     retry: frozenset[str] = frozenset()  # stacks to try now whatever failed before (`--retry STACK`)
+    # `composeflux update`, IMAGE_UPDATES=apply: stack -> {service: the registry's new digest} to
+    # pull and recreate now, through the health gate (rolled back to the old image ID if it fails).
+    pull: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,13 +103,16 @@ class Tools:
     inspect: Callable[[str], list[ContainerHealth]]  # a project's containers, inspected (health gate)
     # Restart containers in place (healing unhealthy ones) -> what failed; None: not possible here.
     restart: Callable[[list[str]], list[str]] | None = None
+    # Remove images no container uses any more (after an image update) -> those removed.
+    remove_images: Callable[[list[str]], list[str]] | None = None
 
 
 def default_tools() -> Tools:
     from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
 
     return Tools(
-        Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project, engine.restart_containers
+        Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project, engine.restart_containers,
+        engine.remove_unused_images,
     )
 
 
@@ -371,7 +378,7 @@ class _Run:
         self.plan = plan = make_plan(
             desired, engine.managed, engine.others, config.remove_orphans, self.allow_prune_all, held, self.options.adopt, suspended
         )
-        plan = self._limit_healing(self._recheck_pending(self._keep_rejected(plan, rejected), engine))
+        plan = self._limit_healing(self._recheck_pending(self._keep_rejected(self._image_updates(plan), rejected), engine))
         self.plan = plan = self._heal_rolled_back(plan, rejected, engine)
         for name in sorted(self.options.adopt - {p.name for p in plan.stacks if p.reason.startswith("adopting")}):
             log.warning("--adopt %s: no stack of that name was deployed by something else; nothing to adopt", name)
@@ -552,6 +559,10 @@ class _Run:
             healing = planned.reason.startswith(HEALING)
             if healing:
                 self._restart_unhealthy(planned.name)
+            updating = self.options.pull.get(planned.name, {}) if planned.reason.startswith(IMAGE_UPDATE) else {}
+            for service in updating:
+                if service in (project.get("services") or {}):
+                    project["services"][service]["pull_policy"] = "always"  # the hashes stay: only the image changes
             try:
                 applier.deploy(planned.name, renderer.deploy_directory(stack), project, {**renderer.env, **fresh.environment})
             except ApplyError as exc:
@@ -575,10 +586,28 @@ class _Run:
                 planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree,
                 inputs=f"deploy:{planned.stack_hash}",
             )
+        images = self._images(planned.name)
+        if planned.reason.startswith(IMAGE_UPDATE):
+            self._remove_replaced_images(planned.name, images)
         return StackOutcome(
             planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit,
-            tree=tree, images=self._images(planned.name), healed=planned.reason.startswith(HEALING),
+            tree=tree, images=images, healed=planned.reason.startswith(HEALING),
         )
+
+    def _remove_replaced_images(self, name: str, images: dict[str, str]) -> None:
+        """After an image update: the images it replaced, if no container uses them any more
+        (only those: never a prune of the host's images)."""
+        record = self.previous.stacks.get(name)
+        before = record.good.images if record and record.good else {}
+        replaced = sorted({image for service, image in before.items() if images.get(service) not in (None, image)})
+        if replaced and self.tools_in_use.remove_images is not None:
+            try:
+                removed = self.tools_in_use.remove_images(replaced)
+            except EngineError as exc:  # a cleanup, not the update: the sync goes on
+                log.warning("%s", exc, extra={STACK: name, ACTION: "deploy"})
+                return
+            if removed:
+                log.info("Removed the replaced image(s) %s", ", ".join(i[:19] for i in removed), extra={STACK: name, ACTION: "deploy"})
 
     # -- the health gate, rollback, healing ----------------------------------------------------
 
@@ -637,7 +666,7 @@ class _Run:
         name = planned.name
         commit = self.checkout.commit if self.checkout else None
         reason = self.config.masker(reason)
-        rejected = (commit, planned.stack_hash or "", reason)
+        rejected: tuple[str | None, str, str] | None = (commit, planned.stack_hash or "", reason)
         record = self.previous.stacks.get(name)
         good = record.good if record else None
         settings = self._stack_settings(name)
@@ -646,14 +675,21 @@ class _Run:
             name, Action.FAILED, planned.reason, planned.stack_hash, error=f"failed its health gate: {reason}", tree=tree,
             rejected=rejected,
         )
-        if not allowed or good is None or good.commit is None or good.hash == planned.stack_hash:
+        updating = self.options.pull.get(name, {}) if planned.reason.startswith(IMAGE_UPDATE) else {}
+        if updating:
+            # The revision is fine, the new image is not: back to the old image IDs, and that
+            # digest is remembered instead of the revision.
+            rejected = None
+            failed = dataclasses.replace(failed, rejected=None, bad_images=dict(updating))
+        if not allowed or good is None or good.commit is None or (good.hash == planned.stack_hash and not updating):
             why = "ROLLBACK is off" if not allowed else "there is no earlier good revision to go back to"
             log.error("Left as it is (%s): %s", why, reason, extra={STACK: name, ACTION: "failed"})
             return failed
         log.warning("Rolling back to %s: %s", good.commit[:12], reason, extra={STACK: name, ACTION: "rollback"})
         self.notify(f"rolling back {name} to {good.commit[:12]}")
         try:
-            return self._roll_back(planned, stack, good, reason, rejected, tree, applier)
+            rolled = self._roll_back(planned, stack, good, reason, rejected, tree, applier, pin=set(updating) if updating else None)
+            return dataclasses.replace(rolled, bad_images=dict(updating)) if updating else rolled
         except (RollbackError, RenderError, ApplyError, GitSourceError, ConfigError, OSError) as exc:
             message = self._short_paths(self.config.masker(str(exc)))
             log.error("The rollback failed too, the stack is left as it is: %s", message, extra={STACK: name, ACTION: "failed"})
@@ -661,12 +697,13 @@ class _Run:
             return dataclasses.replace(failed, error=error)
 
     def _roll_back(
-        self, planned: StackPlan, stack: Stack, good: state.Revision, reason: str, rejected: tuple[str | None, str, str],
-        tree: TreeRevision | None, applier: Applier,
+        self, planned: StackPlan, stack: Stack, good: state.Revision, reason: str, rejected: tuple[str | None, str, str] | None,
+        tree: TreeRevision | None, applier: Applier, pin: Collection[str] | None = None,
     ) -> StackOutcome:
         """Deploy the stack as it was at its last good commit: rendered again from the clone's
         Git objects (nothing rendered is kept on disk: it holds secret values) with today's
-        secrets, each service's image pinned to the image ID it ran then, and health-gated."""
+        secrets, each service's image pinned to the image ID it ran then (`pin`: only these
+        services', after an image update: the others are left as they run), and health-gated."""
         name, inputs, checkout = planned.name, self.rollback_inputs, self.checkout
         assert good.commit is not None and checkout is not None and inputs is not None
         relative = self._relative(checkout, stack)
@@ -691,8 +728,10 @@ class _Run:
             shutil.rmtree(scratch, ignore_errors=True)
         project = labelled_project(fresh, None, good.commit, self.config.instance_id)
         for service, definition in (project.get("services") or {}).items():
-            if service in good.images:
-                definition["image"] = good.images[service]  # a moved tag cannot change what comes back
+            if service in good.images and (pin is None or service in pin):
+                # A moved tag cannot change what comes back; `composeflux update` still knows the tag.
+                definition["labels"][IMAGE_REFERENCE] = str(definition.get("image") or "")
+                definition["image"] = good.images[service]
         wanted = TreeRevision(good.commit, (relative, *fresh.hashes.dependencies))
         tree = inputs.trees.update(name, wanted, tree).revision
         before = self._containers(name)
@@ -703,7 +742,7 @@ class _Run:
         log.warning("Rolled back to %s", good.commit[:12], extra={STACK: name, ACTION: "rollback"})
         return StackOutcome(
             name, Action.ROLLED_BACK, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, good.commit,
-            error=f"rolled back from {rejected[0][:12] if rejected[0] else '?'}: {reason}", tree=tree,
+            error=f"rolled back from {(rejected[0] or '?')[:12] if rejected else 'the new image'}: {reason}", tree=tree,
             images=self._images(name), rejected=rejected,
         )
 
@@ -735,6 +774,18 @@ class _Run:
             if settings.suspended and name not in suspended:
                 suspended[name] = "suspended in stack.yml"
         return suspended
+
+    def _image_updates(self, plan: Plan) -> Plan:
+        """The stacks `composeflux update` applies new images to: deployed again at the revision
+        they run, the services with a new image pulled (Compose recreates just those)."""
+        stacks = []
+        for planned in plan.stacks:
+            services = self.options.pull.get(planned.name)
+            if services and planned.action is Action.UNCHANGED:
+                reason = f"{IMAGE_UPDATE} (services: {', '.join(sorted(services))})"
+                planned = dataclasses.replace(planned, action=Action.DEPLOY, reason=reason)
+            stacks.append(planned)
+        return dataclasses.replace(plan, stacks=tuple(stacks))
 
     def _keep_rejected(self, plan: Plan, rejected: dict[str, tuple[str, str]]) -> Plan:
         """A revision that failed its gate and was left running (no rollback possible, or

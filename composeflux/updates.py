@@ -5,10 +5,11 @@
     distinct reference (registry.py) → per service: up to date, update available, unknown (why),
     skipped (why) → log, state (`composeflux status STACK`), and the plan on stdout for --dry-run
 
-The policy is IMAGE_UPDATES (off or notify), per stack `image_updates` in stack.yml, per service
-the label `composeflux.image-updates`; the narrowest one set wins. A run never pulls or changes a
-container: what it finds is recorded for the operator (and the next deploy of the stack pulls as
-its `pull_policy` says). The sync never asks a registry anything.
+The policy is IMAGE_UPDATES (off, notify or apply), per stack `image_updates` in stack.yml, per
+service the label `composeflux.image-updates`; the narrowest one set wins. notify records what it
+finds for the operator; apply then has a sync (sync.Options.pull) pull the new images and recreate
+just those services, health-gated, rolled back to the old image IDs on failure (that digest is then
+remembered and not applied again). The sync itself never asks a registry anything.
 
 `check()` is the pure part: the engine's and the registries' answers in, a verdict per service out.
 """
@@ -22,7 +23,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from composeflux import state
 from composeflux.config import Config
@@ -32,9 +33,12 @@ from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK
 from composeflux.registry import Reference, Registry, Remote, local_digests, parse_reference
 
+if TYPE_CHECKING:
+    from composeflux.sync import Tools
+
 log = logging.getLogger(__name__)
 
-POLICIES = ("off", "notify")
+POLICIES = ("off", "notify", "apply")
 LABEL = "composeflux.image-updates"
 DOCKER_CONFIG_DIR = "docker"  # $STATE_DIRECTORY/docker/config.json: the service user's `docker login`
 
@@ -73,7 +77,7 @@ def references(running: Iterable[RunningImage], policies: Mapping[tuple[str, str
     for item in running:
         key = (item.stack, item.service)
         chosen = policies.get(key, "notify")
-        if chosen != "notify":
+        if chosen not in ("notify", "apply"):
             result[key] = f"policy {chosen}" if chosen == "off" else chosen
             continue
         try:
@@ -135,9 +139,11 @@ def default_tools() -> UpdateTools:
 
 
 def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), tools: UpdateTools | None = None,
-        registry: Registry | None = None, out: TextIO | None = None) -> ExitStatus:
+        registry: Registry | None = None, out: TextIO | None = None, sync_tools: Tools | None = None) -> ExitStatus:
     """One update check; the result is logged, recorded in the state (not for a dry run), and
-    printed for a dry run. Exit 0 unless the run itself could not be made."""
+    printed for a dry run; the updates whose policy is apply are then applied by a sync. Exit 0
+    unless the check could not be made or an applied update failed (the sync's status)."""
+    apply: dict[str, dict[str, str]] = {}
     out = out or sys.stdout
     wanted = set(stacks)
     try:
@@ -160,7 +166,10 @@ def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), to
                 insecure=["127.0.0.0/8", *tools.insecure_registries()],
             )
             remotes = registry.check({target for target in asked.values() if isinstance(target, Reference)})
-            checks = check(running, asked, remotes)
+            checks = [_known_bad(item, previous) for item in check(running, asked, remotes)]
+            for item in checks:
+                if item.verdict is Verdict.AVAILABLE and item.digest and policies[(item.stack, item.service)] == "apply":
+                    apply.setdefault(item.stack, {})[item.service] = item.digest
             for item in checks:
                 level = logging.WARNING if item.verdict is Verdict.AVAILABLE else logging.INFO
                 if item.verdict is Verdict.UNKNOWN:
@@ -177,7 +186,28 @@ def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), to
         message = config.masker(str(exc) if not isinstance(exc, OSError) else str(state_error(config.state_dir, exc)))
         log.error("Update check failed: %s", message)
         return exit_status(exc) if isinstance(exc, ComposefluxError) else ExitStatus.STATE
-    return ExitStatus.OK
+    if not apply:
+        return ExitStatus.OK
+    if dry_run:
+        for name, services in sorted(apply.items()):
+            print(f"would apply       {name}: {', '.join(sorted(services))} (IMAGE_UPDATES=apply)", file=out)
+        return ExitStatus.OK
+    # Applying is a sync (it takes the lock again): the stacks are deployed at the revision they
+    # run, the new images pulled, each stack through its health gate, rolled back to the old image
+    # IDs if it fails. It also deploys whatever Git changed since the last sync, as any sync would.
+    from composeflux import sync
+
+    log.info("Applying image updates: %s", "; ".join(f"{n}: {', '.join(sorted(s))}" for n, s in sorted(apply.items())))
+    return sync.run(config, sync.Options(pull=apply), tools=sync_tools)
+
+
+def _known_bad(item: ServiceCheck, previous: state.State) -> ServiceCheck:
+    """An update to a digest that failed its health gate when it was applied is not offered again."""
+    bad = previous.stacks.get(item.stack, state.StackRecord()).bad_images.get(item.service)
+    if item.verdict is Verdict.AVAILABLE and item.digest is not None and item.digest == bad:
+        detail = f"{item.digest[:19]} failed its health gate when it was applied (rolled back); waiting for a newer one"
+        return dataclasses.replace(item, verdict=Verdict.SKIPPED, detail=detail)
+    return item
 
 
 def _stack_policies(config: Config) -> dict[str, str]:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import PYTHON, container_ids
+from tests.conftest import PYTHON, TEST_IMAGE, container_ids
 from tests.registry import start_registry
 
 
@@ -76,3 +76,46 @@ def test_a_new_image_behind_a_tag_is_reported_for_exactly_that_service(cfx, repo
     registry.stop()
     result = composeflux(cfx, "update", "--dry-run")
     assert any(line.startswith("unknown") and f"{web}/app" in line and "unreachable" in line for line in result.stdout.splitlines())
+
+
+def test_apply_recreates_only_the_updated_service_and_rolls_a_broken_image_back_to_the_old_id(cfx, repo, prefix, registry):
+    registry.push("app", "v1")
+    registry.pull("app", "v1")
+    tagged = registry.image("app", "v1")
+    web = f"{prefix}-web"
+    repo.write(f"{web}/compose.yaml", "services:\n" + service("app", tagged) + service("side", TEST_IMAGE))
+    repo.write("stack.yml", f"stacks:\n  {web}:\n    image_updates: apply\n")
+    repo.commit("a stack that takes image updates")
+    cfx.settings(HEALTH_TIMEOUT=8, HEALTH_STABLE=1)
+    cfx.sync()
+    first = container_ids(web)
+    first_image = image_of(first["app"])
+
+    registry.push("app", "v1")  # a good new image behind the tag
+    composeflux(cfx, "update")
+    second = container_ids(web)
+    assert second["side"] == first["side"] and second["app"] != first["app"]
+    second_image = image_of(second["app"])
+    assert second_image != first_image
+    assert subprocess.run(["docker", "image", "inspect", first_image], capture_output=True).returncode != 0  # replaced: removed
+    assert json.loads((cfx.state / "state.json").read_text())["stacks"][web]["updates"] == {}
+
+    # A broken new image behind the tag: its healthcheck never passes.
+    broken = f"FROM {TEST_IMAGE}\nHEALTHCHECK --interval=1s --retries=1 CMD false\nLABEL broken=yes\n"
+    built = subprocess.run(["docker", "build", "-q", "-t", tagged, "-"], input=broken, capture_output=True, text=True, check=True)
+    registry.image_ids.append(built.stdout.strip())
+    subprocess.run(["docker", "push", tagged], capture_output=True, check=True, timeout=120)
+    result = composeflux(cfx, "update", expect=1)
+    assert "rolled back" in result.stderr
+    now = container_ids(web)
+    assert image_of(now["app"]) == second_image and now["side"] == first["side"]
+    bad = json.loads((cfx.state / "state.json").read_text())["stacks"][web]["bad_images"]["app"]
+    result = composeflux(cfx, "update", "--dry-run")
+    assert "failed its health gate when it was applied" in result.stdout and bad[:19] in result.stdout
+    cfx.sync()  # the revision itself is fine: a sync changes nothing
+    assert container_ids(web) == now
+
+
+def image_of(container_id: str) -> str:
+    return subprocess.run(["docker", "inspect", "--format", "{{.Image}}", container_id], capture_output=True, text=True,
+                          check=True).stdout.strip()

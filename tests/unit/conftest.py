@@ -54,13 +54,15 @@ class Runner:
 
     def __call__(
         self, *, dry_run: bool = False, allow_prune_all: bool = False, retry_failed: bool = False,
-        adopt: frozenset[str] = frozenset(), retry: frozenset[str] = frozenset(), **settings: str,
+        adopt: frozenset[str] = frozenset(), retry: frozenset[str] = frozenset(), pull: dict | None = None, **settings: str,
     ) -> ExitStatus:
         """One sync with these settings on top of the defaults (strings, as in composeflux.conf)."""
         config = configuration.load(self.conf, environ={**self.settings, **settings})
         logs.setup_logging(config.log_level, config.log_format, config.masker)
         out = io.StringIO()
-        options = sync.Options(dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed, adopt=adopt, retry=retry)
+        options = sync.Options(
+            dry_run=dry_run, allow_prune_all=allow_prune_all, retry_failed=retry_failed, adopt=adopt, retry=retry, pull=pull or {}
+        )
         status = sync.run(config, options, tools=self.compose.tools(), out=out)
         self.out = out.getvalue()
         return status

@@ -46,7 +46,7 @@ def test_stacks_settings_are_validated_strictly(tmp_path):
         "stacks:\n  web:\n    health_stable: true\n": "stack.yml: stacks.web.health_stable: expected a number of seconds",
         "stacks:\n  web:\n    rollback: 'no'\n": "stack.yml: stacks.web.rollback: expected true or false",
         "stacks:\n  web:\n    suspended: 1\n": "stack.yml: stacks.web.suspended: expected true or false",
-        "stacks:\n  web:\n    image_updates: apply\n": "stack.yml: stacks.web.image_updates: expected one of off, notify",
+        "stacks:\n  web:\n    image_updates: sometimes\n": "stack.yml: stacks.web.image_updates: expected one of off, notify, apply",
         "stacks:\n  web:\n    envs: {1A: b}\n": "stack.yml: stacks.web.envs: '1A' is not a valid variable name",
         "stacks:\n  web:\n    envs: {A: [b]}\n": "stack.yml: stacks.web.envs.A: expected a string or number",
     }

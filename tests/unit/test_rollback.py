@@ -182,3 +182,28 @@ def test_a_rolled_back_stack_whose_container_dies_is_rolled_back_again_at_most_h
     assert cfx(HEAL_MAX_ATTEMPTS="1") is ExitStatus.STACKS_FAILED
     assert cfx.compose.called("up") == []  # healed once already: left alone, and said so
     assert "HEAL_MAX_ATTEMPTS" in cfx.state().last_sync.stacks["web"]["reason"]
+
+
+def test_an_image_update_is_pulled_for_its_services_only_and_rolled_back_to_the_old_image_when_it_fails(cfx, repo):
+    repo.add_stack("web", services=("app", "side"))
+    repo.commit()
+    assert cfx() is ExitStatus.OK
+    labels = {s: dict(d["labels"]) for s, d in cfx.compose.projects["web"]["services"].items()}
+    old_image = cfx.state().stacks["web"].good.images["app"]
+
+    cfx.compose.calls.clear()
+    assert cfx(pull={"web": {"app": "sha256:" + "2" * 64}}) is ExitStatus.OK
+    assert cfx.compose.called("up") == ["web"]
+    services = cfx.compose.projects["web"]["services"]
+    assert services["app"]["pull_policy"] == "always" and "pull_policy" not in services["side"]
+    assert {s: dict(d["labels"]) for s, d in services.items()} == labels  # the hashes stay: only the image changes
+
+    # A new image that does not come up: back to the old image ID; the digest is remembered, the revision is not rejected.
+    cfx.compose.health_of = lambda project, service, definition: "unhealthy" if definition.get("pull_policy") == "always" else None
+    assert cfx(pull={"web": {"app": "sha256:" + "3" * 64}}) is ExitStatus.STACKS_FAILED
+    record = cfx.state().stacks["web"]
+    assert record.last_action == Action.ROLLED_BACK.value
+    assert cfx.compose.projects["web"]["services"]["app"]["image"] == old_image
+    assert record.bad_images == {"app": "sha256:" + "3" * 64} and record.rejected is None
+    cfx.compose.calls.clear()
+    assert cfx() is ExitStatus.OK  # the revision itself is fine: nothing to hold back

@@ -3,6 +3,7 @@ which services are asked about, which are skipped and why, what is recorded."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 from composeflux import config as configuration, state, updates
@@ -112,10 +113,27 @@ def test_a_suspended_stack_is_not_checked(tmp_path):
     assert registry.asked == []
 
 
-def test_image_updates_apply_is_refused_clearly(tmp_path):
-    import pytest
+def test_apply_hands_the_available_updates_to_a_sync_and_a_digest_that_failed_is_not_offered_again(tmp_path, monkeypatch):
+    from composeflux import sync
 
-    from composeflux.errors import ConfigError
+    config = load(tmp_path, IMAGE_UPDATES="apply")
+    items = [running("web", "app"), running("web", "quiet", labels={"composeflux.image-updates": "notify"})]
+    tools = updates.UpdateTools(lambda instance: items, lambda: [])
+    answers = {"127.0.0.1:5000/app:v1": (NEW, None)}
+    asked = []
+    monkeypatch.setattr(sync, "run", lambda config, options, tools=None: asked.append(options) or ExitStatus.STACKS_FAILED)
+    out = io.StringIO()
+    assert updates.run(config, dry_run=True, tools=tools, registry=FakeRegistry(answers), out=out) is ExitStatus.OK
+    assert asked == [] and "would apply       web: app (IMAGE_UPDATES=apply)" in out.getvalue()
+    # The sync's status is the run's: here the update failed its gate.
+    assert updates.run(config, tools=tools, registry=FakeRegistry(answers)) is ExitStatus.STACKS_FAILED
+    assert [dict(options.pull) for options in asked] == [{"web": {"app": NEW}}]  # not the notify-only service
 
-    with pytest.raises(ConfigError, match="IMAGE_UPDATES: apply is not available"):
-        load(tmp_path, IMAGE_UPDATES="apply")
+    # As the sync records a digest that failed its gate and was rolled back:
+    current = state.load(config.state_dir)
+    record = current.stacks["web"]
+    state.save(config.state_dir, dataclasses.replace(current, stacks={"web": dataclasses.replace(record, bad_images={"app": NEW})}))
+    asked.clear()
+    out = io.StringIO()
+    assert updates.run(config, dry_run=True, tools=tools, registry=FakeRegistry(answers), out=out) is ExitStatus.OK
+    assert "failed its health gate when it was applied" in out.getvalue() and "would apply" not in out.getvalue()
