@@ -118,7 +118,7 @@ def test_apply_hands_the_available_updates_to_a_sync_and_a_digest_that_failed_is
 
     config = load(tmp_path, IMAGE_UPDATES="apply")
     items = [running("web", "app"), running("web", "quiet", labels={"composeflux.image-updates": "notify"})]
-    tools = updates.UpdateTools(lambda instance: items, lambda: [])
+    tools = updates.UpdateTools(lambda instance: items, list)
     answers = {"127.0.0.1:5000/app:v1": (NEW, None)}
     asked = []
     monkeypatch.setattr(sync, "run", lambda config, options, tools=None: asked.append(options) or ExitStatus.STACKS_FAILED)
