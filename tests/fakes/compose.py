@@ -147,6 +147,7 @@ class FakeCompose(Compose):
     def inspect(self, project: str) -> list[ContainerHealth]:
         """The project's containers as the health gate sees them: running (exited when stopped),
         unhealthy when listed in `unhealthy`, with new IDs after every `up`."""
+        self.calls.append(("inspect", project))
         document = self.projects.get(project) or {}
         generation = self.generation.get(project, 0)
         found = []

@@ -28,6 +28,7 @@ def test_first_deploy_then_a_noop_that_renders_nothing(cfx, repo):
     cfx.compose.calls.clear()
     assert cfx() is ExitStatus.OK
     assert cfx.compose.called("up") == [] and cfx.compose.called("config") == []  # the render cache answered
+    assert cfx.compose.called("inspect") == []  # the health gate costs nothing where nothing was deployed
     assert cfx.state().last_sync.summary == "0 deployed, 2 unchanged, 0 pruned, 0 failed"
     assert len(cfx.state().history) == 2
 
