@@ -61,7 +61,7 @@ class Revealed:
 
 class Decryptor:
     """Decrypts one sync's SOPS files with the host's identities; every secret it sees goes to
-    `masker`. `hmac(purpose, value)`: the run's keyed hash, for what is not in the project."""
+    `masker` before anything can print it."""
 
     def __init__(self, identities: sops.Identities, masker: Masker) -> None:
         self.identities = identities
@@ -86,8 +86,6 @@ class Decryptor:
             raise SopsFileError(f"{shown}: cannot read: {exc.strerror}") from None
         if len(data) > MAX_FILE_SIZE or not sops.looks_encrypted(data) or sops.detect_format(data, path.name) is None:
             return None
-        if not self.identities.age and not self.identities.use_gpg:
-            raise SopsFileError(f"{shown} is encrypted with SOPS, and this host has no age identity (see SOPS_AGE_KEY_FILE)")
         try:
             decrypted = sops.decrypt(data, shown, self.identities)
         except sops.SopsError as exc:
@@ -118,8 +116,9 @@ class Decryptor:
 
     def reveal(self, stack: Stack, project: dict[str, JSON], root: Path, hmac: Callable[[str, JSON], str]) -> Revealed:
         """`project` (rendered in `root`, changed in place) with the plaintext of each SOPS file
-        it uses. SopsFileError when a file cannot be decrypted or an encrypted value would
-        reach a container as it is."""
+        it uses. `hmac(purpose, value)`: the run's keyed hash, for what the project cannot hold
+        (a secret's content). SopsFileError when a file cannot be decrypted or an encrypted value
+        would reach a container as it is."""
         sources: list[Path] = []
         environment: dict[str, str] = {}
         services = project.get("services") or {}
