@@ -71,6 +71,7 @@ class RegistryServer:
     directory: Path
     process: subprocess.Popen[bytes]
     image_ids: list[str] = dataclasses.field(default_factory=list)
+    images_before: set[str] = dataclasses.field(default_factory=set)  # images named after this host before it started
     pushes: int = 0
     logged_in: bool = False
 
@@ -117,6 +118,12 @@ class RegistryServer:
             self.image_ids.append(image_id)
         return self._docker("image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}", reference).split()
 
+    def _named_images(self) -> set[str]:
+        listing = subprocess.run(["docker", "images", "--no-trunc", "--format", "{{.Repository}} {{.ID}}"],
+                                 capture_output=True, text=True, timeout=60, cwd="/").stdout
+        return {image for repository, _, image in (line.partition(" ") for line in listing.splitlines())
+                if repository.startswith(f"{self.host}/")}
+
     def stop(self) -> None:
         """Stop the registry (SIGTERM, then SIGKILL after 10 s), remove the images this server
         built or pulled and its docker config. Safe to call twice."""
@@ -127,8 +134,12 @@ class RegistryServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
-        if self.image_ids:
-            subprocess.run(["docker", "rmi", *self.image_ids], capture_output=True, timeout=120, cwd="/")
+        # Also what the engine pulled from this server on its own (`pull_policy: always`, an
+        # update applied): every image named after this host that was not there before it started.
+        pulled = self._named_images() - self.images_before
+        if self.image_ids or pulled:
+            subprocess.run(["docker", "rmi", "-f", *dict.fromkeys([*self.image_ids, *sorted(pulled)])],
+                           capture_output=True, timeout=120, cwd="/")
             self.image_ids.clear()
         shutil.rmtree(self.docker_config, ignore_errors=True)
         self.logged_in = False
@@ -180,6 +191,7 @@ def start_registry(tmp_path: Path, *, tls: bool, htpasswd: tuple[str, str] | Non
         process=process,
     )
     server.docker_config.mkdir()
+    server.images_before = server._named_images()
     try:
         _wait_until_serving(server)
         server.login()

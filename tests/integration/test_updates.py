@@ -14,6 +14,8 @@ from tests.conftest import PYTHON, TEST_IMAGE, container_ids
 from tests.registry import start_registry
 
 
+# Tests ask for `registry` before `prefix`: fixtures are torn down in reverse, so the stacks'
+# containers are gone before the registry removes the images pulled from it.
 @pytest.fixture
 def registry(tmp_path, docker_engine):
     with start_registry(tmp_path / "registry", tls=False, htpasswd=None) as server:
@@ -36,7 +38,7 @@ def service(name, image, labels=None):
     return text
 
 
-def test_a_new_image_behind_a_tag_is_reported_for_exactly_that_service(cfx, repo, prefix, registry):
+def test_a_new_image_behind_a_tag_is_reported_for_exactly_that_service(registry, cfx, repo, prefix):
     first = registry.push("app", "v1")
     registry.pull("app", "v1")
     tagged = registry.image("app", "v1")
@@ -78,7 +80,7 @@ def test_a_new_image_behind_a_tag_is_reported_for_exactly_that_service(cfx, repo
     assert any(line.startswith("unknown") and f"{web}/app" in line and "unreachable" in line for line in result.stdout.splitlines())
 
 
-def test_apply_recreates_only_the_updated_service_and_rolls_a_broken_image_back_to_the_old_id(cfx, repo, prefix, registry):
+def test_apply_recreates_only_the_updated_service_and_rolls_a_broken_image_back_to_the_old_id(registry, cfx, repo, prefix):
     registry.push("app", "v1")
     registry.pull("app", "v1")
     tagged = registry.image("app", "v1")
