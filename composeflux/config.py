@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import re
-import stat
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -26,6 +25,7 @@ from composeflux.envfile import parse_env_text
 from composeflux.environment import DEFAULT_LOCAL_ENV_DIR
 from composeflux.errors import ConfigError
 from composeflux.masking import MIN_MASKED_LENGTH, Masker
+from composeflux.private import PrivateFileError, read_private
 from composeflux.settings import boolean, choice, integer, seconds
 
 if TYPE_CHECKING:
@@ -356,21 +356,13 @@ def load_identities(settings: Mapping[str, str], environ: Mapping[str, str], mas
 
 
 def _read_private(path: Path, setting: str) -> str:
-    """A private key file's text, refused if group or others may read it (or it is no file)."""
+    """A private key file's text (private.py), or ConfigError naming the setting."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        return read_private(path).decode("utf-8", errors="replace")
+    except PrivateFileError as exc:
+        raise ConfigError(f"{setting}: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{setting}: {path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise ConfigError(
-                f"{setting}: {path} may be read by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                "it holds a private key: chmod 600 it, owned by the user composeflux runs as"
-            )
-        return handle.read(1 << 20).decode("utf-8", errors="replace")
 
 
 def _credentials(settings: Mapping[str, str], token: str | None, user: str | None, url_password: str | None) -> frozenset[str]:

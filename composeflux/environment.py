@@ -22,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import stat
 from collections.abc import Mapping
 from pathlib import Path
+
+from composeflux.private import PrivateFileError, read_private
 
 # A `.env` line that sets a variable, as Compose's dotenv reader accepts it (export allowed).
 DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*?)\s*$")
@@ -68,23 +69,16 @@ def read_local_env(directory: Path, stack: str) -> dict[str, str]:
     others may read it, or it is not a regular file: it stands where a .env with secrets would."""
     path = directory / f"{stack}.env"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        text = read_private(path, follow_symlinks=False)
     except (FileNotFoundError, NotADirectoryError):
         return {}
+    except PrivateFileError as exc:
+        raise LocalEnvError(str(exc)) from None
     except OSError as exc:
         if os.path.islink(path):
             raise LocalEnvError(f"{path} is a symlink; put the file itself there") from None
         raise LocalEnvError(f"cannot read {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise LocalEnvError(f"{path} is not a regular file")
-        if info.st_mode & 0o077:
-            raise LocalEnvError(
-                f"{path} may be read by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
-                "chmod 600 it, owned by the user composeflux runs as"
-            )
-        return parse_dotenv(handle.read(1 << 20).decode("utf-8", errors="replace"))
+    return parse_dotenv(text.decode("utf-8", errors="replace"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -180,3 +180,12 @@ def test_a_scope_for_a_stack_that_does_not_exist_is_warned_about(cfx, repo, tmp_
     repo.commit()
     assert cfx(SECRETS_PROVIDER="command", SECRETS_COMMAND="printf 'ghost/TOKEN=abcdefgh\\n'") is ExitStatus.OK
     assert "secrets scoped to ghost, but no stack of that name exists" in caplog.text
+
+
+def test_a_host_local_env_file_that_is_a_symlink_is_refused(cfx, repo, tmp_path):
+    repo.add_stack("web")
+    repo.commit()
+    target = local_env(cfx, "elsewhere", "LOCAL=x\n")
+    (target.parent / "web.env").symlink_to(target)
+    assert cfx() is ExitStatus.STACKS_FAILED
+    assert "is a symlink" in cfx.state().stacks["web"].last_error
