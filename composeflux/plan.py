@@ -30,6 +30,11 @@ class Action(str, enum.Enum):  # noqa: UP042 -- see the comment above
     SKIPPED = "skipped"  # outcomes only: planned, but the sync stopped before reaching it
 
 
+# The reason a stack is deployed again at the revision it runs to take new images
+# (`composeflux update`, IMAGE_UPDATES=apply); the state clears the stack's pending updates then.
+IMAGE_UPDATE = "image update"
+
+
 @dataclasses.dataclass(frozen=True)
 class StackPlan:
     name: str

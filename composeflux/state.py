@@ -44,7 +44,7 @@ from pathlib import Path
 
 from composeflux.checkout import TreeRevision
 from composeflux.outcome import StackOutcome, SyncOutcome
-from composeflux.plan import Action
+from composeflux.plan import IMAGE_UPDATE, Action
 from composeflux.rendered import JSON
 
 log = logging.getLogger(__name__)
@@ -308,7 +308,7 @@ def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max:
             record, bad_images={**record.bad_images, **stack.bad_images},
             updates={s: u for s, u in record.updates.items() if s not in stack.bad_images},
         )
-    elif stack.action is Action.DEPLOY and stack.reason.startswith("image update"):
+    elif stack.action is Action.DEPLOY and stack.reason.startswith(IMAGE_UPDATE):
         record = dataclasses.replace(record, updates={})  # applied
     if stack.tree is not None:
         record = dataclasses.replace(record, tree=stack.tree)

@@ -45,7 +45,7 @@ from composeflux.health import ContainerHealth, GateResult, gate
 from composeflux.lock import sync_lock
 from composeflux.logs import ACTION, STACK, CommitField
 from composeflux.outcome import FAILURES, StackOutcome, SyncOutcome
-from composeflux.plan import Action, Plan, StackPlan, make_plan, network_order
+from composeflux.plan import IMAGE_UPDATE, Action, Plan, StackPlan, make_plan, network_order
 from composeflux.preflight import EngineFacts, Provided, check
 from composeflux.render import Renderer, RenderError, load_hash_key
 from composeflux.render_cache import RenderCache
@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 # Plan reasons (plan.compare) of a stack at the revision Git wants whose containers are broken.
 HEALING = ("missing from Docker", "not running", "unhealthy")
 RECHECK = "not checked yet"
-IMAGE_UPDATE = "image update"
 
 
 class RollbackError(Exception):
