@@ -18,7 +18,10 @@ from composeflux.masking import Masker
 STACK = "COMPOSEFLUX_STACK"
 COMMIT = "COMPOSEFLUX_COMMIT"
 ACTION = "COMPOSEFLUX_ACTION"
-FIELDS = (STACK, COMMIT, ACTION)
+EVENT = "COMPOSEFLUX_EVENT"  # events.py: the kind of event (stack-failed, recovered, ...)
+REASON = "COMPOSEFLUX_REASON"  # events.py: why, in a few words (masked)
+MESSAGE_ID = "MESSAGE_ID"  # journald's: one per kind of event, explained by the catalog
+FIELDS = (STACK, COMMIT, ACTION, EVENT, REASON, MESSAGE_ID)
 
 HANDLER_NAME = "composeflux"
 
@@ -53,7 +56,7 @@ class JsonFormatter(logging.Formatter):
         }
         for field in FIELDS:
             if getattr(record, field, None):
-                entry[field.removeprefix("COMPOSEFLUX_").lower()] = getattr(record, field)
+                entry[field.removeprefix("COMPOSEFLUX_").lower()] = str(getattr(record, field))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -95,7 +98,7 @@ def setup_logging(level: str, log_format: str, masker: Masker, commit_field: Com
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # GitPython and urllib3 are chatty at DEBUG and may echo URLs; keep them at WARNING.
-    for noisy in ("git", "urllib3", "docker"):
+    # GitPython, urllib3 and apprise are chatty below WARNING and may echo URLs; keep them at WARNING.
+    for noisy in ("git", "urllib3", "docker", "apprise"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return commit_field

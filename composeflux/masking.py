@@ -99,4 +99,7 @@ class Masker(logging.Filter):
             message += "\n" + logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
         record.msg, record.args, record.exc_text = self(message), (), None
+        for field, value in list(vars(record).items()):  # the structured journal fields (logs.py)
+            if field.startswith("COMPOSEFLUX_") and isinstance(value, str):
+                setattr(record, field, self(value))
         return True

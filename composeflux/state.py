@@ -4,7 +4,9 @@
 
     {"version": 1,
      "last_sync": {time, result, status, commit, subject, branch, repository, summary,
+                   duration, invocation,                  seconds it took; systemd's INVOCATION_ID
                    stacks: {NAME: {action, reason, hash, error}}},
+     "last_update": {time, result, status, summary, duration, invocation} | null,  `composeflux update`
      "stacks": {NAME: {last_action, last_reason, last_error,
                        deployed: {commit, hash, time, images} | null,   the commit its containers run
                        good: {commit, hash, time, images} | null,       the last one that passed its
@@ -20,12 +22,20 @@
                        pending: {commit, hash, time} | null,     being deployed (set before `up`,
                                                                  cleared when the run is recorded)
                        updates: {SERVICE: {image, digest, since}},  newer images `composeflux update` found
-                       bad_images: {SERVICE: digest}}},          applied ones that failed their gate
-     "history": [{time, result, status, commit, summary}, ...]}   newest last, at most HISTORY_LIMIT
+                       bad_images: {SERVICE: digest},            applied ones that failed their gate
+                       deploys, rollbacks, failures,             counters, for the metrics (never reset)
+                       history: [{time, action, commit, detail}, ...]}},  what changed, newest last,
+                                                                 at most STACK_HISTORY_LIMIT
+     "alerts": {KEY: {kind, since, reason, notified}},   conditions the operator was (or is to be)
+                                                         told about: "sync", "stack/NAME", "died/sync",
+                                                         "died/update" (alerts.py)
+     "counters": {NAME: n},                              syncs_ok, syncs_failed, syncs_error,
+                                                         notifications_sent, notifications_failed, ...
+     "history": [{time, result, status, commit, summary, duration}, ...]}   newest last, at most HISTORY_LIMIT
 
 `record()` is a pure function from the previous state and a run's outcome to the next state;
-`load()` and `save()` are the only I/O. Rollback, failure backoff, notifications and metrics
-read these records; nothing else keeps its own copy. The file of composeflux 0.1
+`load()` and `save()` are the only I/O. Rollback, failure backoff, notifications (alerts.py) and
+metrics (metrics.py) read these records; nothing else keeps its own copy. The file of composeflux 0.1
 (`last-sync.json`) is read once and migrated; a damaged file is set aside, never trusted.
 
 "Good" means: the last deploy of the stack passed its health gate, or the sync found it
@@ -53,6 +63,7 @@ STATE_FILE = "state.json"
 LEGACY_STATE_FILE = "last-sync.json"  # composeflux 0.1
 VERSION = 1
 HISTORY_LIMIT = 50
+STACK_HISTORY_LIMIT = 20  # per stack: its deploys, failures, rollbacks (not every unchanged run)
 RETRY_BASE = 300  # seconds: the interval of the packaged timer, where failure backoff starts
 MODE = 0o640
 
@@ -93,6 +104,22 @@ class ImageUpdate:
 
 
 @dataclasses.dataclass(frozen=True)
+class Alert:
+    """A condition the operator is told about once, reminded of, and told the end of (alerts.py)."""
+
+    kind: str  # an events.Kind value: sync-failed, prune-refused, stack-failed, rolled-back, unit-failed
+    since: str  # when it began
+    reason: str  # the latest reason (masked)
+    notified: str | None = None  # when a notice or reminder about it was last delivered; None: not yet
+
+    @classmethod
+    def from_json(cls, data: JSON) -> Alert | None:
+        if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("kind", "since")):
+            return None
+        return cls(data["kind"], data["since"], _str(data.get("reason")) or "", _str(data.get("notified")))
+
+
+@dataclasses.dataclass(frozen=True)
 class StackRecord:
     last_action: str = ""
     last_reason: str = ""
@@ -113,6 +140,10 @@ class StackRecord:
     pending: Revision | None = None  # being deployed by a sync that has not recorded its end
     updates: dict[str, ImageUpdate] = dataclasses.field(default_factory=dict)  # service -> a newer image found
     bad_images: dict[str, str] = dataclasses.field(default_factory=dict)  # service -> a digest that failed its gate
+    deploys: int = 0  # counters (never reset while the stack exists): deploys that passed their gate,
+    rollbacks: int = 0  # rollbacks,
+    failures: int = 0  # and runs in which it failed (not those that held it back)
+    history: tuple[dict[str, str | None], ...] = ()  # {time, action, commit, detail}, newest last
 
     @classmethod
     def from_json(cls, data: JSON) -> StackRecord:
@@ -139,6 +170,10 @@ class StackRecord:
             pending=Revision.from_json(data.get("pending")),
             updates=_updates(data.get("updates")),
             bad_images=_strings(data.get("bad_images")),
+            deploys=_count(data.get("deploys")),
+            rollbacks=_count(data.get("rollbacks")),
+            failures=_count(data.get("failures")),
+            history=_entries(data.get("history"), STACK_HISTORY_LIMIT),
         )
 
 
@@ -160,6 +195,8 @@ class LastSync:
     branch: str | None = None
     repository: str | None = None
     stacks: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
+    duration: float | None = None  # seconds
+    invocation: str | None = None  # systemd's INVOCATION_ID of the run (composeflux unit-failed)
 
     @classmethod
     def from_json(cls, data: JSON) -> LastSync | None:
@@ -176,6 +213,8 @@ class LastSync:
             subject=_str(data.get("subject")),
             branch=_str(data.get("branch")),
             repository=_str(data.get("repository")),
+            duration=_seconds(data.get("duration")),
+            invocation=_str(data.get("invocation")),
             stacks={
                 str(name): {key: _str(value) for key, value in entry.items()}
                 for name, entry in (stacks.items() if isinstance(stacks, dict) else [])
@@ -184,7 +223,32 @@ class LastSync:
         )
 
     def history_entry(self) -> dict[str, JSON]:
-        return {"time": self.time, "result": self.result, "status": self.status, "commit": self.commit, "summary": self.summary}
+        return {
+            "time": self.time, "result": self.result, "status": self.status, "commit": self.commit, "summary": self.summary,
+            "duration": self.duration,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class LastUpdate:
+    """The last `composeflux update` check."""
+
+    time: str
+    result: str  # ok, error
+    status: int
+    summary: str
+    duration: float | None = None
+    invocation: str | None = None
+
+    @classmethod
+    def from_json(cls, data: JSON) -> LastUpdate | None:
+        if not isinstance(data, dict) or not isinstance(data.get("time"), str):
+            return None
+        status = data.get("status")
+        return cls(
+            data["time"], _str(data.get("result")) or "error", status if isinstance(status, int) else 1,
+            _str(data.get("summary")) or "", _seconds(data.get("duration")), _str(data.get("invocation")),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,14 +256,27 @@ class State:
     last_sync: LastSync | None = None
     stacks: dict[str, StackRecord] = dataclasses.field(default_factory=dict)
     history: tuple[dict[str, JSON], ...] = ()
+    alerts: dict[str, Alert] = dataclasses.field(default_factory=dict)
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+    last_update: LastUpdate | None = None
 
     def to_json(self) -> dict[str, JSON]:
         return {
             "version": VERSION,
             "last_sync": dataclasses.asdict(self.last_sync) if self.last_sync else None,
+            "last_update": dataclasses.asdict(self.last_update) if self.last_update else None,
             "stacks": {name: dataclasses.asdict(record) for name, record in sorted(self.stacks.items())},
+            "alerts": {key: dataclasses.asdict(alert) for key, alert in sorted(self.alerts.items())},
+            "counters": dict(sorted(self.counters.items())),
             "history": list(self.history),
         }
+
+    def count(self, *names: str) -> State:
+        """The state with these counters one higher."""
+        counters = dict(self.counters)
+        for name in names:
+            counters[name] = counters.get(name, 0) + 1
+        return dataclasses.replace(self, counters=counters)
 
     @classmethod
     def from_json(cls, data: JSON) -> State:
@@ -207,10 +284,15 @@ class State:
             raise ValueError("not a composeflux state file of version 1")
         stacks = data.get("stacks")
         history = data.get("history")
+        alerts = data.get("alerts")
+        found = {str(k): Alert.from_json(v) for k, v in alerts.items()} if isinstance(alerts, dict) else {}
         return cls(
             last_sync=LastSync.from_json(data.get("last_sync")),
             stacks={str(k): StackRecord.from_json(v) for k, v in stacks.items()} if isinstance(stacks, dict) else {},
             history=tuple(h for h in history if isinstance(h, dict))[-HISTORY_LIMIT:] if isinstance(history, list) else (),
+            alerts={key: alert for key, alert in found.items() if alert is not None},
+            counters={str(k): _count(v) for k, v in data["counters"].items()} if isinstance(data.get("counters"), dict) else {},
+            last_update=LastUpdate.from_json(data.get("last_update")),
         )
 
 
@@ -227,6 +309,17 @@ def _updates(data: JSON) -> dict[str, ImageUpdate]:
 
 def _strings(data: JSON) -> dict[str, str]:
     return {str(k): v for k, v in data.items() if isinstance(v, str)} if isinstance(data, dict) else {}
+
+
+def _seconds(value: JSON) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _entries(data: JSON, limit: int) -> tuple[dict[str, str | None], ...]:
+    if not isinstance(data, list):
+        return ()
+    entries = [{str(k): _str(v) for k, v in entry.items()} for entry in data if isinstance(entry, dict)]
+    return tuple(entries[-limit:])
 
 
 def _count(value: JSON) -> int:
@@ -273,9 +366,10 @@ def held_back(record: StackRecord | None, at: str) -> str | None:
 
 
 def record(
-    previous: State, outcome: SyncOutcome, *, branch: str, repository: str, time: str | None = None, retry_max: float = 0.0
+    previous: State, outcome: SyncOutcome, *, branch: str, repository: str, time: str | None = None, retry_max: float = 0.0,
+    duration: float | None = None, invocation: str | None = None,
 ) -> State:
-    """The state after a (real, not dry) run with this outcome."""
+    """The state after a (real, not dry) run with this outcome (the alerts are alerts.py's)."""
     time = time or now()
     last = LastSync(
         time=time,
@@ -290,15 +384,46 @@ def record(
             s.name: {"action": s.action.value, "reason": s.reason, "hash": s.stack_hash, "error": s.error}
             for s in outcome.stacks
         },
+        duration=round(duration, 3) if duration is not None else None,
+        invocation=invocation,
     )
     stacks = dict(previous.stacks)
     for stack in outcome.stacks:
         if stack.action is Action.PRUNE:
             stacks.pop(stack.name, None)  # removed from the host: nothing left to remember
         else:
-            stacks[stack.name] = _next_record(stacks.get(stack.name, StackRecord()), stack, time, retry_max)
+            before = stacks.get(stack.name, StackRecord())
+            stacks[stack.name] = _counted(before, _next_record(before, stack, time, retry_max), stack, time, outcome.commit)
     history = (*previous.history, last.history_entry())[-HISTORY_LIMIT:]
-    return State(last_sync=last, stacks=stacks, history=history)
+    return dataclasses.replace(previous, last_sync=last, stacks=stacks, history=history).count(f"syncs_{outcome.result}")
+
+
+def _counted(before: StackRecord, after: StackRecord, stack: StackOutcome, time: str, wanted: str | None) -> StackRecord:
+    """The record with this run's counters and, when something changed for the stack, a history entry.
+    `wanted`: the commit the sync was for (a rolled-back stack runs another)."""
+    deploys, rollbacks, failures = after.deploys, after.rollbacks, after.failures
+    detail: str | None = None
+    if stack.action is Action.DEPLOY:
+        deploys += 1
+        detail = stack.reason
+    elif stack.action is Action.ROLLED_BACK:
+        rollbacks += 1
+        detail = stack.error or stack.reason
+    elif stack.action is Action.FAILED and not stack.held:
+        failures += 1
+        detail = stack.error or stack.reason
+    last = before.history[-1] if before.history else None
+    if detail is None and (last is None or last.get("action") != stack.action.value):
+        # An unchanged, kept or suspended stack: said once, when it becomes so (a recovery, a suspend).
+        detail = None if stack.action is Action.SKIPPED else (stack.reason or stack.action.value)
+    if stack.action is Action.FAILED and last and last.get("action") == Action.FAILED.value and last.get("detail") == detail:
+        detail = None  # failing again the same way: counted, not repeated
+    history = before.history
+    if detail is not None:
+        commit = stack.commit if stack.action is not Action.FAILED else wanted
+        entry: dict[str, str | None] = {"time": time, "action": stack.action.value, "commit": commit, "detail": detail}
+        history = (*history, entry)[-STACK_HISTORY_LIMIT:]
+    return dataclasses.replace(after, deploys=deploys, rollbacks=rollbacks, failures=failures, history=history)
 
 
 def _next_record(record: StackRecord, stack: StackOutcome, time: str, retry_max: float) -> StackRecord:
@@ -379,13 +504,17 @@ def mark_pending(state_dir: Path, name: str, commit: str | None, digest: str | N
     save(state_dir, dataclasses.replace(current, stacks=stacks))
 
 
-def record_updates(state_dir: Path, updates: dict[str, dict[str, ImageUpdate]]) -> None:
-    """`composeflux update`: replace each listed stack's available image updates (under the sync lock)."""
-    current = load(state_dir)
-    stacks = dict(current.stacks)
+def record_update_check(
+    previous: State, updates: dict[str, dict[str, ImageUpdate]], *, result: str, status: int, summary: str,
+    duration: float | None = None, invocation: str | None = None,
+) -> State:
+    """The state after `composeflux update`: each listed stack's available image updates replaced,
+    and the check itself recorded (pure; the caller saves it under the sync lock)."""
+    stacks = dict(previous.stacks)
     for name, found in updates.items():
         stacks[name] = dataclasses.replace(stacks.get(name, StackRecord()), updates=found)
-    save(state_dir, dataclasses.replace(current, stacks=stacks))
+    last = LastUpdate(now(), result, status, summary, round(duration, 3) if duration is not None else None, invocation)
+    return dataclasses.replace(previous, stacks=stacks, last_update=last).count(f"update_checks_{result}")
 
 
 def set_suspended(state_dir: Path, name: str, reason: str | None) -> State:
