@@ -24,6 +24,7 @@ from composeflux import secrets
 from composeflux.envfile import parse_env_text
 from composeflux.environment import DEFAULT_LOCAL_ENV_DIR
 from composeflux.errors import ConfigError
+from composeflux.events import DEFAULT_NOTIFY, Kind
 from composeflux.masking import MIN_MASKED_LENGTH, Masker
 from composeflux.private import PrivateFileError, read_private
 from composeflux.settings import boolean, choice, integer, seconds
@@ -72,10 +73,14 @@ CORE_KEYS = frozenset(
         "ROLLBACK",
         "HEAL_MAX_ATTEMPTS",
         "IMAGE_UPDATES",
+        "NOTIFY_URLS",
+        "NOTIFY_EVENTS",
+        "NOTIFY_REMIND",
+        "METRICS_TEXTFILE",
     }
 )
 # Core settings whose values are credentials (the providers' are listed in secrets/).
-CORE_CREDENTIALS = frozenset({"SOPS_AGE_KEY"})
+CORE_CREDENTIALS = frozenset({"SOPS_AGE_KEY", "NOTIFY_URLS"})
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
@@ -105,6 +110,7 @@ class Config:
     rollback: bool  # put a stack that fails its health gate back to its last good revision
     heal_max_attempts: int  # redeploys of a broken stack at one revision; 0: never heal
     image_updates: str  # off, notify, apply: what `composeflux update` does about a new image behind a tag
+    reporting: Reporting  # notifications and metrics
     log_level: str
     log_format: str
     state_dir: Path
@@ -129,6 +135,42 @@ class Config:
         paths = " ".join(str(path) for path in self.stack_paths)  # one path: as composeflux 0.1 had it
         digest = hashlib.sha256(f"{repository_identity(self.repo_url)}\0{paths}".encode())
         return digest.hexdigest()[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class Reporting:
+    """What telling the operator needs (reporting.py): also loaded on its own, leniently, by
+    `composeflux unit-failed` and `composeflux metrics`, which must work when the rest of the
+    configuration is what broke the sync."""
+
+    notify_urls: tuple[str, ...] = dataclasses.field(repr=False)  # apprise URLs (credentials)
+    notify_events: frozenset[Kind]  # what is notified (events.py)
+    notify_remind: float  # seconds between reminders of a condition that lasts; 0: none
+    metrics_textfile: Path | None  # node_exporter textfile (metrics.py); None: off
+    state_dir: Path
+    masker: Masker = dataclasses.field(repr=False, compare=False)
+
+
+def _reporting(settings: Mapping[str, str], state_dir: Path, masker: Masker) -> Reporting:
+    return Reporting(
+        notify_urls=_notify_urls(settings),
+        notify_events=_notify_events(settings),
+        notify_remind=seconds(settings, "NOTIFY_REMIND", 86400.0, maximum=366 * 86400),
+        metrics_textfile=_metrics_textfile(settings),
+        state_dir=state_dir,
+        masker=masker,
+    )
+
+
+def load_reporting(config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Reporting:
+    """Only the notification and metrics settings (ConfigError for those alone)."""
+    environ = os.environ if environ is None else environ
+    settings = load_settings(config_file, environ, {})
+    masker = Masker(
+        _credentials(settings, settings.get("GIT_TOKEN", "").strip() or None, None, None),
+        min_length=integer(settings, "MASK_MIN_LENGTH", MIN_MASKED_LENGTH, minimum=1, maximum=64),
+    )
+    return _reporting(settings, _state_dir(environ), masker)
 
 
 SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.*)$")
@@ -308,6 +350,7 @@ def load(
         rollback=boolean(settings, "ROLLBACK", True),
         heal_max_attempts=integer(settings, "HEAL_MAX_ATTEMPTS", 3, minimum=0, maximum=100),
         image_updates=choice(settings, "IMAGE_UPDATES", ("off", "notify", "apply"), "notify"),
+        reporting=_reporting(settings, state_dir, masker),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,
@@ -322,6 +365,50 @@ def load(
         sops_identities=load_identities(settings, environ, masker),
     )
     return config
+
+
+def _notify_urls(settings: Mapping[str, str]) -> tuple[str, ...]:
+    """NOTIFY_URLS: apprise URLs separated by blanks; apprise must be there to use them."""
+    from composeflux.notifications import apprise_missing
+
+    urls = tuple(settings.get("NOTIFY_URLS", "").split())
+    for index, url in enumerate(urls, 1):
+        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url):
+            raise ConfigError(f"NOTIFY_URLS: entry #{index} is not a URL (apprise URLs look like ntfy://host/topic, mailto://...)")
+    if urls and apprise_missing():
+        raise ConfigError("NOTIFY_URLS is set, but apprise is not installed: `apt install apprise` (or empty NOTIFY_URLS)")
+    return urls
+
+
+def _notify_events(settings: Mapping[str, str]) -> frozenset[Kind]:
+    """NOTIFY_EVENTS: event names (events.Kind) separated by blanks or commas, or `all`."""
+    raw = settings.get("NOTIFY_EVENTS", "").strip()
+    if not raw:
+        return DEFAULT_NOTIFY
+    names = {name.lower() for name in re.split(r"[\s,]+", raw) if name}
+    if names == {"all"}:
+        return frozenset(Kind)
+    known = {kind.value: kind for kind in Kind}
+    unknown = sorted(names - set(known))
+    if unknown:
+        raise ConfigError(f"NOTIFY_EVENTS: unknown event(s) {', '.join(unknown)}; known: all, {', '.join(known)}")
+    return frozenset(known[name] for name in names)
+
+
+def _metrics_textfile(settings: Mapping[str, str]) -> Path | None:
+    from composeflux import metrics
+
+    raw = settings.get("METRICS_TEXTFILE", "").strip()
+    if not raw:
+        return metrics.default_path()
+    if raw.lower() == "off":
+        return None
+    path = Path(raw)
+    if not path.is_absolute() or path.suffix != ".prom":
+        raise ConfigError(
+            f"METRICS_TEXTFILE: must be an absolute path ending in .prom (node_exporter reads only those), or off; got {raw!r}"
+        )
+    return path
 
 
 def load_identities(settings: Mapping[str, str], environ: Mapping[str, str], masker: Masker) -> Identities:
@@ -367,6 +454,10 @@ def _read_private(path: Path, setting: str) -> str:
 
 def _credentials(settings: Mapping[str, str], token: str | None, user: str | None, url_password: str | None) -> frozenset[str]:
     values = {settings.get(key, "").strip() for key in secrets.credential_keys() | CORE_CREDENTIALS}
+    from composeflux.notifications import url_parts
+
+    for url in settings.get("NOTIFY_URLS", "").split():
+        values |= url_parts(url)
     values |= {token or "", url_password or "", settings.get("GIT_TOKEN", "").strip()}
     values.add(urllib.parse.urlsplit(settings.get("GIT_REPO_URL", "").strip()).password or "")  # as written
     if token:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 
 from composeflux.errors import ConfigError
 
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
+# A number of seconds may carry a unit, as in systemd: 90, 90s, 30min, 24h, 7d.
+DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(s|sec|m|min|h|d)$", re.IGNORECASE)
+UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
 def boolean(settings: Mapping[str, str], key: str, default: bool) -> bool:
@@ -26,8 +30,9 @@ def seconds(settings: Mapping[str, str], key: str, default: float, *, allow_zero
     raw = settings.get(key, "").strip()
     if not raw:
         return default
+    match = DURATION.match(raw)
     try:
-        value = float(raw)
+        value = float(match.group(1)) * UNITS[match.group(2).lower()] if match else float(raw)
     except ValueError:
         value = math.nan
     if not math.isfinite(value):  # float() also takes "nan" and "inf"

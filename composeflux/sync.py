@@ -19,11 +19,12 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from composeflux import state, trigger
+from composeflux import alerts, events, reporting, state, trigger
 from composeflux.apply import Applier, ApplyError, labelled_project
 from composeflux.checkout import Checkout, TreeRevision
 from composeflux.compose import Compose
@@ -129,10 +130,12 @@ def run(
         _drain_trigger_requests(config)
     try:
         with sync_lock(config.state_dir, config.lock_timeout, record_pid=not options.dry_run):
+            started = time.monotonic()
             # A dry run only reads the state; a real sync sets a damaged file aside.
             previous = state.read(config.state_dir) if options.dry_run else state.load(config.state_dir)
             outcome = _Run(config, options, tools, notify, commit_field or CommitField(), previous).outcome()
-            if not options.dry_run and not _save_state(config, previous, outcome) and outcome.status < ExitStatus.USAGE:
+            duration = time.monotonic() - started
+            if not options.dry_run and not _save_state(config, previous, outcome, duration) and outcome.status < ExitStatus.USAGE:
                 # The sync itself went well, but nothing records it: say so with the status.
                 outcome = dataclasses.replace(outcome, status=ExitStatus.STATE)
     except ComposefluxError as exc:  # the lock: another sync is running; this one did nothing
@@ -156,10 +159,18 @@ def _drain_trigger_requests(config: Config) -> None:
         log.debug("This sync answers %d trigger request(s)", drained)
 
 
-def _save_state(config: Config, previous: state.State, outcome: SyncOutcome) -> bool:
+def _save_state(config: Config, previous: state.State, outcome: SyncOutcome, duration: float) -> bool:
+    """Record the sync, then tell the operator what it means (reporting.py)."""
     try:
-        next_state = state.record(previous, outcome, branch=config.branch, repository=config.repo_url, retry_max=config.retry_failed_max)
-        state.save(config.state_dir, next_state)
+        next_state = state.record(
+            previous, outcome, branch=config.branch, repository=config.repo_url, retry_max=config.retry_failed_max,
+            duration=duration, invocation=os.environ.get("INVOCATION_ID"),
+        )
+        known, gone = alerts.conditions(outcome)
+        reporting.finish(
+            config.reporting, next_state, events.of_sync(previous, outcome), known, gone=gone,
+            commit=outcome.commit, subject=outcome.subject,
+        )
     except OSError as exc:
         log.error("Cannot record this sync: %s", state_error(config.state_dir / state.STATE_FILE, exc))
         return False

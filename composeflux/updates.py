@@ -16,16 +16,18 @@ remembered and not applied again). The sync itself never asks a registry anythin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from composeflux import state
+from composeflux import alerts, events, reporting, state
 from composeflux.config import Config
 from composeflux.deployed import RunningImage
 from composeflux.errors import ComposefluxError, ConfigError, ExitStatus, exit_status, state_error
@@ -143,45 +145,23 @@ def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), to
     """One update check; the result is logged, recorded in the state (not for a dry run), and
     printed for a dry run; the updates whose policy is apply are then applied by a sync. Exit 0
     unless the check could not be made or an applied update failed (the sync's status)."""
-    apply: dict[str, dict[str, str]] = {}
     out = out or sys.stdout
-    wanted = set(stacks)
+    started = time.monotonic()
     try:
         with sync_lock(config.state_dir, config.lock_timeout, record_pid=not dry_run):
             previous = state.read(config.state_dir) if dry_run else state.load(config.state_dir)
-            tools = tools or default_tools()
-            running = [
-                item for item in tools.running_images(config.instance_id)
-                if (not wanted or item.stack in wanted) and previous.stacks.get(item.stack, state.StackRecord()).suspended is None
-            ]
-            for name in sorted(wanted - {item.stack for item in running}):
-                log.warning("%s: no running stack of that name (or it is suspended); nothing to check", name)
-            stack_policies = _stack_policies(config)
-            policies = {
-                (item.stack, item.service): policy(config.image_updates, stack_policies.get(item.stack), item.labels) for item in running
-            }
-            asked = references(running, policies)
-            registry = registry or Registry(
-                Path(os.environ.get("DOCKER_CONFIG") or config.state_dir / DOCKER_CONFIG_DIR),
-                insecure=["127.0.0.0/8", *tools.insecure_registries()],
-            )
-            remotes = registry.check({target for target in asked.values() if isinstance(target, Reference)})
-            checks = [_known_bad(item, previous) for item in check(running, asked, remotes)]
-            for item in checks:
-                if item.verdict is Verdict.AVAILABLE and item.digest and policies[(item.stack, item.service)] == "apply":
-                    apply.setdefault(item.stack, {})[item.service] = item.digest
-            for item in checks:
-                level = logging.WARNING if item.verdict is Verdict.AVAILABLE else logging.INFO
-                if item.verdict is Verdict.UNKNOWN:
-                    level = logging.WARNING
-                log.log(level, "%s/%s %s: %s %s", item.stack, item.service, item.image, item.verdict.value, item.detail,
-                        extra={STACK: item.stack, ACTION: "update"})
-            if dry_run:
-                for item in checks:
-                    print(config.masker(item.line()), file=out)
-            else:
-                _record(config, previous, checks)
-            log.info("%s (%d registry request(s))", summary(checks), registry.requests_made)
+            try:
+                apply = _check(config, previous, dry_run, set(stacks), tools, registry, out, started)
+            except (ComposefluxError, OSError) as exc:
+                if not dry_run and not isinstance(exc, OSError):  # the metrics show a check that could not be made
+                    message = config.masker(str(exc))
+                    failed = state.record_update_check(
+                        previous, {}, result="error", status=int(exit_status(exc)), summary=f"failed: {message}",
+                        duration=time.monotonic() - started, invocation=os.environ.get("INVOCATION_ID"),
+                    )
+                    with contextlib.suppress(OSError):
+                        reporting.finish(config.reporting, failed, [], {alerts.DIED["update"]: None})
+                raise
     except (ComposefluxError, OSError) as exc:
         message = config.masker(str(exc) if not isinstance(exc, OSError) else str(state_error(config.state_dir, exc)))
         log.error("Update check failed: %s", message)
@@ -199,6 +179,44 @@ def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), to
 
     log.info("Applying image updates: %s", "; ".join(f"{n}: {', '.join(sorted(s))}" for n, s in sorted(apply.items())))
     return sync.run(config, sync.Options(pull=apply), tools=sync_tools)
+
+
+def _check(config: Config, previous: state.State, dry_run: bool, wanted: set[str], tools: UpdateTools | None,
+           registry: Registry | None, out: TextIO, started: float) -> dict[str, dict[str, str]]:
+    """The check itself, under the lock: logged, recorded (printed for a dry run); what to apply."""
+    apply: dict[str, dict[str, str]] = {}
+    tools = tools or default_tools()
+    running = [
+        item for item in tools.running_images(config.instance_id)
+        if (not wanted or item.stack in wanted) and previous.stacks.get(item.stack, state.StackRecord()).suspended is None
+    ]
+    for name in sorted(wanted - {item.stack for item in running}):
+        log.warning("%s: no running stack of that name (or it is suspended); nothing to check", name)
+    stack_policies = _stack_policies(config)
+    policies = {
+        (item.stack, item.service): policy(config.image_updates, stack_policies.get(item.stack), item.labels) for item in running
+    }
+    asked = references(running, policies)
+    registry = registry or Registry(
+        Path(os.environ.get("DOCKER_CONFIG") or config.state_dir / DOCKER_CONFIG_DIR),
+        insecure=["127.0.0.0/8", *tools.insecure_registries()],
+    )
+    remotes = registry.check({target for target in asked.values() if isinstance(target, Reference)})
+    checks = [_known_bad(item, previous) for item in check(running, asked, remotes)]
+    for item in checks:
+        if item.verdict is Verdict.AVAILABLE and item.digest and policies[(item.stack, item.service)] == "apply":
+            apply.setdefault(item.stack, {})[item.service] = item.digest
+    for item in checks:
+        level = logging.WARNING if item.verdict in (Verdict.AVAILABLE, Verdict.UNKNOWN) else logging.INFO
+        log.log(level, "%s/%s %s: %s %s", item.stack, item.service, item.image, item.verdict.value, item.detail,
+                extra={STACK: item.stack, ACTION: "update"})
+    log.info("%s (%d registry request(s))", summary(checks), registry.requests_made)
+    if dry_run:
+        for item in checks:
+            print(config.masker(item.line()), file=out)
+    else:
+        _record(config, previous, checks, time.monotonic() - started)
+    return apply
 
 
 def _known_bad(item: ServiceCheck, previous: state.State) -> ServiceCheck:
@@ -225,8 +243,9 @@ def _stack_policies(config: Config) -> dict[str, str]:
     return {name: s.image_updates for name, s in discovery.stack_config.stacks.items() if s.image_updates}
 
 
-def _record(config: Config, previous: state.State, checks: list[ServiceCheck]) -> None:
-    """Each checked stack's available updates, in its state record (`composeflux status STACK`)."""
+def _record(config: Config, previous: state.State, checks: list[ServiceCheck], duration: float) -> None:
+    """Each checked stack's available updates, in its state record (`composeflux status STACK`);
+    those not known before are told (UPDATE_PENDING, when NOTIFY_EVENTS has it)."""
     found: dict[str, dict[str, state.ImageUpdate]] = {}
     for item in checks:
         if item.verdict is Verdict.AVAILABLE and item.digest:
@@ -234,4 +253,8 @@ def _record(config: Config, previous: state.State, checks: list[ServiceCheck]) -
             since = known.since if known and known.digest == item.digest else state.now()
             found.setdefault(item.stack, {})[item.service] = state.ImageUpdate(item.image, item.digest, since)
     checked = {item.stack for item in checks}
-    state.record_updates(config.state_dir, {name: found.get(name, {}) for name in checked})
+    updates = {name: found.get(name, {}) for name in checked}
+    next_state = state.record_update_check(
+        previous, updates, result="ok", status=0, summary=summary(checks), duration=duration, invocation=os.environ.get("INVOCATION_ID"),
+    )
+    reporting.finish(config.reporting, next_state, events.of_update(previous, updates), {alerts.DIED["update"]: None})

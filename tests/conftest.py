@@ -25,6 +25,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "composeflux-test/busybox:latest"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
 
+# The host's node_exporter directory (/var/lib/prometheus/node-exporter, where CI installs
+# prometheus-node-exporter) is not the tests' to write: the syncs they run, in this process and
+# in the CLIs they start, write no metrics unless a test points METRICS_TEXTFILE somewhere.
+os.environ["METRICS_TEXTFILE"] = "off"
+
+
+@pytest.fixture(autouse=True)
+def _no_host_metrics(monkeypatch):
+    """Configurations built from an explicit environment find no default metrics directory."""
+    from composeflux import metrics
+
+    monkeypatch.setattr(metrics, "DEFAULT_DIRECTORY", Path("/nonexistent/composeflux-tests/node-exporter"))
+
 
 def run(*command, check=True, timeout=300, **kwargs) -> subprocess.CompletedProcess:
     """A command the tests need; a hung one fails its test instead of hanging the suite."""
