@@ -5,6 +5,8 @@ One sync is composeflux.sync.run; `status` reads composeflux.state. See composef
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import sys
@@ -106,18 +108,24 @@ def _load_config(config_file: Path | None) -> configuration.Config:
 
 @main.command("status")
 @click.argument("stack", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print it as JSON, for scripts.")
+@click.option("-n", "--last", "count", type=click.IntRange(0, state.HISTORY_LIMIT), default=5, show_default=True,
+              metavar="N", help="How many of the recent syncs (or of STACK's changes) to show.")
 @click.pass_obj
-def status_command(config_file: Path | None, /, stack: str | None) -> None:
-    """Show the result of the last sync (and what is known of STACK)."""
+def status_command(config_file: Path | None, /, stack: str | None, as_json: bool, count: int) -> None:
+    """Show each stack's state and the recent syncs (or STACK's history and last error)."""
     config = _load_config(config_file)
     saved = state.read(config.state_dir)
     if stack is not None:
-        sys.exit(_show_stack(saved, stack))
+        sys.exit(_show_stack(saved, stack, as_json, count))
     last = saved.last_sync
+    if as_json:
+        click.echo(json.dumps(_status_json(saved, count), indent=2, sort_keys=True))
+        sys.exit(0 if last is not None and last.result == "ok" else 1)
     if last is None:
         click.echo(f"No sync has completed yet ({config.state_dir / state.STATE_FILE} does not exist).")
         sys.exit(1)
-    click.echo(f"Last sync: {last.time}  result: {last.result}")
+    click.echo(f"Last sync: {last.time}  result: {last.result}" + (f"  ({last.duration:.1f} s)" if last.duration is not None else ""))
     if last.commit:
         click.echo(f"Commit:    {last.commit[:12]} {last.subject or ''}".rstrip())
     click.echo(f"Summary:   {last.summary}")
@@ -129,15 +137,51 @@ def status_command(config_file: Path | None, /, stack: str | None) -> None:
             why += f" (failed {record.consecutive_failures} syncs in a row, since {record.failing_since})"
         action = PAST_TENSE.get(Action(entry["action"]), entry["action"]) if entry.get("action") in ACTIONS else "?"
         click.echo(f"  {action:<13}  {name:<{width}}  {why}".rstrip())
+    for key, alert in sorted(saved.alerts.items()):
+        if not key.startswith("stack/"):
+            click.echo(f"Alert:     {alert.kind} since {alert.since}: {alert.reason}")
+    if saved.last_update is not None:
+        click.echo(f"Updates:   checked {saved.last_update.time}: {saved.last_update.summary}")
+    if count and saved.history:
+        click.echo("Recent syncs:")
+        for entry in saved.history[-count:]:
+            took = f" ({entry['duration']:.1f} s)" if isinstance(entry.get("duration"), int | float) else ""
+            commit = str(entry.get("commit") or "")[:12] or "-"
+            click.echo(f"  {entry.get('time')}  {entry.get('result')!s:<6}  {commit:<12}  {entry.get('summary')}{took}")
     sys.exit(0 if last.result == "ok" else 1)
 
 
-def _show_stack(saved: state.State, name: str) -> int:
+def _stack_json(name: str, record: state.StackRecord, count: int) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    data["name"] = name
+    data["history"] = data["history"][-count:] if count else []
+    return data
+
+
+def _status_json(saved: state.State, count: int) -> dict[str, Any]:
+    """`status --json`: the last sync, every stack's record (state.py's keys) and the recent syncs."""
+    return {
+        "last_sync": dataclasses.asdict(saved.last_sync) if saved.last_sync else None,
+        "last_update": dataclasses.asdict(saved.last_update) if saved.last_update else None,
+        "stacks": {name: _stack_json(name, record, count) for name, record in sorted(saved.stacks.items())},
+        "alerts": {key: dataclasses.asdict(alert) for key, alert in sorted(saved.alerts.items())},
+        "history": list(saved.history[-count:]) if count else [],
+    }
+
+
+def _show_stack(saved: state.State, name: str, as_json: bool = False, count: int = 5) -> int:
     """Everything the state knows of one stack; 1 when it is not running what Git wants."""
     record = saved.stacks.get(name)
     if record is None:
-        click.echo(f"{name}: composeflux knows no stack of that name.")
+        if as_json:
+            click.echo(json.dumps(None))
+        else:
+            click.echo(f"{name}: composeflux knows no stack of that name.")
         return 1
+    broken = record.last_action in (Action.FAILED.value, Action.ROLLED_BACK.value) or record.rejected is not None
+    if as_json:
+        click.echo(json.dumps(_stack_json(name, record, count or state.STACK_HISTORY_LIMIT), indent=2, sort_keys=True))
+        return 1 if broken else 0
     last = (saved.last_sync.stacks if saved.last_sync else {}).get(name, {})
 
     def revision(value: state.Revision | None) -> str:
@@ -150,6 +194,8 @@ def _show_stack(saved: state.State, name: str) -> int:
     click.echo(f"Stack:      {name}")
     click.echo(f"Last:       {PAST_TENSE.get(Action(action), action) if action in ACTIONS else action}: "
                f"{last.get('error') or record.last_error or record.last_reason or '-'}")
+    if record.last_error:
+        click.echo(f"Last error: {record.last_error}")
     click.echo(f"Deployed:   {revision(record.deployed)}")
     click.echo(f"Last good:  {revision(record.good)}")
     if record.rejected is not None:
@@ -167,7 +213,14 @@ def _show_stack(saved: state.State, name: str) -> int:
         click.echo(f"Update:     {service}: {update.image} has a newer image ({update.digest[:19]}) since {update.since}")
     if record.pending is not None:
         click.echo(f"Pending:    {revision(record.pending)} (a sync deploying it did not finish; the next one checks it)")
-    broken = record.last_action in (Action.FAILED.value, Action.ROLLED_BACK.value) or record.rejected is not None
+    click.echo(f"Counts:     {record.deploys} deploy(s), {record.rollbacks} rollback(s), {record.failures} failed sync(s)")
+    entries = record.history[-(count or state.STACK_HISTORY_LIMIT):]
+    if entries:
+        click.echo("History:")
+        for entry in entries:
+            word = PAST_TENSE.get(Action(entry["action"]), entry["action"]) if entry.get("action") in ACTIONS else "?"
+            commit = (entry.get("commit") or "")[:12] or "-"
+            click.echo(f"  {entry.get('time')}  {word:<13}  {commit:<12}  {entry.get('detail') or ''}".rstrip())
     return 1 if broken else 0
 
 
@@ -229,6 +282,70 @@ def _set_suspended(config_file: Path | None, stack: str, reason: str | None) -> 
         known = "" if before is not None else " (no stack of that name was synced yet)"
         click.echo(f"{stack}: suspended{known}; no sync deploys, heals or prunes it until `composeflux resume {stack}`")
     return ExitStatus.OK
+
+
+@main.command("metrics")
+@click.option("--print", "to_stdout", is_flag=True, help="Print them instead of writing METRICS_TEXTFILE.")
+@click.pass_obj
+def metrics_command(config_file: Path | None, /, to_stdout: bool) -> None:
+    """Write the Prometheus metrics (METRICS_TEXTFILE) from the state; the units run it after each run."""
+    from composeflux import metrics, reporting
+
+    reporting_settings = _load_reporting(config_file)
+    saved = state.read(reporting_settings.state_dir)
+    if to_stdout:
+        click.echo(metrics.render(saved), nl=False)
+        sys.exit(0)
+    if reporting_settings.metrics_textfile is None:
+        log.info("METRICS_TEXTFILE is off (or %s does not exist): nothing to write", metrics.DEFAULT_DIRECTORY)
+        sys.exit(0)
+    sys.exit(0 if reporting.write_metrics(reporting_settings, saved) else 1)
+
+
+@main.command("unit-failed")
+@click.argument("unit")
+@click.pass_obj
+def unit_failed_command(config_file: Path | None, /, unit: str) -> None:
+    """Tell the operator UNIT died without reporting (OnFailure=composeflux-notify@%n.service)."""
+    from composeflux import reporting
+
+    reporting_settings = _load_reporting(config_file)
+    try:
+        reporting.unit_failed(reporting_settings, unit, os.environ)
+    except ComposefluxError as exc:
+        log.error("%s", exc)
+        sys.exit(exit_status(exc))
+    except OSError as exc:
+        log.error("Cannot record it in %s: %s", reporting_settings.state_dir, exc.strerror)
+        sys.exit(ExitStatus.STATE)
+
+
+@main.command("notify-test")
+@click.pass_obj
+def notify_test_command(config_file: Path | None) -> None:
+    """Send a test notification to every NOTIFY_URLS entry; fail unless all got it."""
+    from composeflux import reporting
+
+    reporting_settings = _load_reporting(config_file)
+    if not reporting_settings.notify_urls:
+        click.echo("NOTIFY_URLS is empty: there is nothing to send to.", err=True)
+        sys.exit(ExitStatus.CONFIG)
+    sent, failed = reporting.test_notification(reporting_settings)
+    click.echo(f"{sent} of {sent + failed} notification URL(s) got the test message")
+    sys.exit(0 if not failed else 1)
+
+
+def _load_reporting(config_file: Path | None) -> configuration.Reporting:
+    """The notification and metrics settings alone: these commands must work when the rest of
+    the configuration is what broke the sync."""
+    logs.setup_logging("INFO", "text", Masker())
+    try:
+        reporting_settings = configuration.load_reporting(config_file)
+    except ComposefluxError as exc:
+        log.error("%s", exc)
+        sys.exit(exit_status(exc))
+    logs.setup_logging("INFO", "text", reporting_settings.masker)
+    return reporting_settings
 
 
 @main.command("trigger")
