@@ -8,8 +8,9 @@ A condition that persists (a failing stack, a sync that fails as a whole, a unit
 an Alert in the state under its key ("stack/NAME", "sync", "died/sync", "died/update"). The
 operator gets one notice when it begins, a reminder every NOTIFY_REMIND while it lasts, and one
 notice when it ends ("recovered", only for a condition they were told about): never one per
-timer run. A rollback while a stack was already failing is news and is told; a sync failing for
-another reason (Git, then the secrets manager) too. One-off events (image updates) are told once.
+timer run. A rollback while a stack was already failing is news and is told, and so is a refused
+prune while the sync was failing otherwise (or the reverse); a sync failing for another reason of
+the same kind (Git, then the secrets manager) is not. One-off events (image updates) are told once.
 
 A notice counts as told only once it was delivered (`Decision.delivered`): one that could not be
 is tried again by the next run.

@@ -35,14 +35,16 @@ TOKEN_LENGTH = 16  # a path segment or host this long is taken for a token (tgra
 
 def url_parts(url: str) -> set[str]:
     """The parts of a notification URL that may be credentials, for the masker: the URL itself,
-    its user and password, every query value, and each path segment or host name long enough to
-    be a token. A short topic such as ntfy://host/composeflux is left alone: masking it would
+    its user and password, every query value, and each path segment, or "host" without a dot,
+    long enough to be a token. A short topic such as ntfy://host/composeflux is left alone: masking it would
     hide that word all over the log."""
     split = urllib.parse.urlsplit(url)
     userinfo, _, host = split.netloc.rpartition("@")
     parts = {url, userinfo, *(urllib.parse.unquote(p) for p in userinfo.split(":", 1) if userinfo)}
     parts |= {value for _, value in urllib.parse.parse_qsl(split.query)}
-    candidates = [host, *(urllib.parse.unquote(segment) for segment in split.path.split("/"))]
+    segments = [urllib.parse.unquote(segment) for segment in split.path.split("/")]
+    # A host name (it has dots) is not a secret; a "host" without one is a token (tgram://, discord://).
+    candidates = [*segments, *([host] if "." not in host else [])]
     parts |= {candidate for candidate in candidates if len(candidate) >= TOKEN_LENGTH}
     return {part for part in parts if part}
 
