@@ -132,3 +132,44 @@ def test_the_summary_names_at_most_ten_failed_stacks():
     stacks = tuple(StackOutcome(f"s{n:02d}", Action.FAILED, "new", error="a long reason " * 20) for n in range(15))
     summary = SyncOutcome(ExitStatus.STACKS_FAILED, stacks).summary()
     assert summary == "0 deployed, 0 unchanged, 0 pruned, 15 failed (s00, s01, s02, s03, s04, s05, s06, s07, s08, s09 and 5 more)"
+
+
+def test_counters_and_a_stack_history_of_what_changed():
+    deploy = outcome(StackOutcome("web", Action.DEPLOY, "new", "h1", {}, "c1"))
+    failing = outcome(
+        StackOutcome("web", Action.FAILED, "hash changed", "h2", error="up failed"), status=ExitStatus.STACKS_FAILED, commit="c2"
+    )
+    held = outcome(StackOutcome("web", Action.FAILED, "hash changed", "h2", error="up failed", held=True), status=ExitStatus.STACKS_FAILED)
+    unchanged = outcome(StackOutcome("web", Action.UNCHANGED, "", "h1", {}, "c1"))
+    current = state.State()
+    for index, result in enumerate([deploy, unchanged, failing, failing, held, unchanged, unchanged]):
+        current = recorded(current, result, f"t{index}")
+    web = current.stacks["web"]
+    assert (web.deploys, web.failures, web.rollbacks) == (1, 2, 0)  # the held run was not a try
+    assert [(e["time"], e["action"], e["commit"], e["detail"]) for e in web.history] == [
+        ("t0", "deploy", "c1", "new"),
+        ("t1", "unchanged", "c1", "unchanged"),
+        ("t2", "failed", "c2", "up failed"),  # failing again the same way is counted, not repeated
+        ("t5", "unchanged", "c1", "unchanged"),
+    ]
+    assert current.counters == {"syncs_ok": 4, "syncs_failed": 3}
+
+
+def test_alerts_counters_durations_and_the_update_check_survive_a_round_trip(tmp_path):
+    current = recorded(state.State(), outcome(StackOutcome("web", Action.DEPLOY, "new", "h1", {}, "c1")), "t1")
+    current = state.record(current, outcome(), branch="main", repository="r", duration=1.23456, invocation="abc")
+    current = state.record_update_check(current, {}, result="ok", status=0, summary="image updates: 0 up to date", duration=0.5)
+    current = state.State(**{**vars(current), "alerts": {"stack/web": state.Alert("stack-failed", "t0", "boom", "t1")}})
+    state.save(tmp_path, current)
+    loaded = state.read(tmp_path)
+    assert loaded == current
+    assert loaded.last_sync.duration == 1.235 and loaded.last_sync.invocation == "abc"
+    assert loaded.history[-1]["duration"] == 1.235
+    assert loaded.counters == {"syncs_ok": 2, "update_checks_ok": 1}
+
+
+def test_a_file_without_the_new_keys_reads_as_before(tmp_path):
+    (tmp_path / state.STATE_FILE).write_text(json.dumps({"version": 1, "stacks": {"web": {"last_action": "deploy"}}}))
+    loaded = state.read(tmp_path)
+    assert loaded.alerts == {} and loaded.counters == {} and loaded.last_update is None
+    assert loaded.stacks["web"].history == () and loaded.stacks["web"].deploys == 0

@@ -8,7 +8,7 @@ import io
 
 from composeflux import config as configuration, state, updates
 from composeflux.deployed import RunningImage
-from composeflux.errors import ExitStatus
+from composeflux.errors import EngineError, ExitStatus
 from composeflux.registry import Remote, parse_reference
 
 OLD = "sha256:" + "1" * 64
@@ -137,3 +137,29 @@ def test_apply_hands_the_available_updates_to_a_sync_and_a_digest_that_failed_is
     out = io.StringIO()
     assert updates.run(config, dry_run=True, tools=tools, registry=FakeRegistry(answers), out=out) is ExitStatus.OK
     assert "failed its health gate when it was applied" in out.getvalue() and "would apply" not in out.getvalue()
+
+
+def test_a_check_is_recorded_for_the_metrics_and_a_new_update_is_told_once(tmp_path, monkeypatch):
+    from composeflux import notifications
+
+    sent = []
+    monkeypatch.setattr(notifications, "apprise_missing", lambda: False)
+    monkeypatch.setattr(notifications, "deliver", lambda urls, title, body, masker, kind="info", deadline=30: sent.append(body) or (1, 0))
+    config = load(tmp_path, NOTIFY_URLS="json://127.0.0.1:9/", NOTIFY_EVENTS="update-pending")
+    tools = updates.UpdateTools(lambda instance: [running("web", "app")], list)
+    answers = {"127.0.0.1:5000/app:v1": (NEW, None)}
+    for _ in range(2):
+        assert updates.run(config, tools=tools, registry=FakeRegistry(answers)) is ExitStatus.OK
+    assert sent == ["web: a newer image is available for app (127.0.0.1:5000/app:v1)"]
+    saved = state.read(config.state_dir)
+    assert (saved.last_update.result, saved.last_update.status) == ("ok", 0)
+    assert saved.last_update.summary.startswith("image updates: 0 up to date, 1 update available")
+    assert saved.counters["update_checks_ok"] == 2
+
+    def unreachable(instance):
+        raise EngineError("cannot connect to the Docker engine")
+
+    assert updates.run(config, tools=updates.UpdateTools(unreachable, list), registry=FakeRegistry(answers)) is ExitStatus.ENGINE
+    saved = state.read(config.state_dir)
+    assert (saved.last_update.result, saved.last_update.status) == ("error", int(ExitStatus.ENGINE))
+    assert saved.stacks["web"].updates["app"].digest == NEW  # what the last good check found stays
