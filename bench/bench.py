@@ -169,9 +169,11 @@ def run(args, prefix: str, work: Path, names: list[str]) -> None:
     (work / "tmp").mkdir()  # a dry run's scratch copy of the commit goes here, and with it at the end
     # HEALTH_STABLE=0: the health gate only waits for the containers to run (these have no
     # healthcheck), so the figures compare with a plain `up`; its default 10 s window is measured
-    # once on its own below.
+    # once on its own below. The metrics are written to the benchmark's own directory, not to the
+    # host's node_exporter (they are part of every sync's cost, so they are measured too).
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), "STATE_DIRECTORY": str(work / "state"),
-           "GIT_REPO_URL": str(remote), "STACK_PATH": "stacks", "TMPDIR": str(work / "tmp"), "HEALTH_STABLE": "0"}
+           "GIT_REPO_URL": str(remote), "STACK_PATH": "stacks", "TMPDIR": str(work / "tmp"), "HEALTH_STABLE": "0",
+           "METRICS_TEXTFILE": str(work / "composeflux.prom")}
     config = work / "composeflux.conf"
     config.write_text("")
     sync = [PYTHON, "-m", "composeflux", "--config", str(config), "sync", "--log-level", "WARNING"]
