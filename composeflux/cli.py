@@ -169,7 +169,7 @@ def _status_json(saved: state.State, count: int) -> dict[str, Any]:
     }
 
 
-def _show_stack(saved: state.State, name: str, as_json: bool = False, count: int = 5) -> int:
+def _show_stack(saved: state.State, name: str, as_json: bool, count: int) -> int:
     """Everything the state knows of one stack; 1 when it is not running what Git wants."""
     record = saved.stacks.get(name)
     if record is None:
@@ -180,7 +180,7 @@ def _show_stack(saved: state.State, name: str, as_json: bool = False, count: int
         return 1
     broken = record.last_action in (Action.FAILED.value, Action.ROLLED_BACK.value) or record.rejected is not None
     if as_json:
-        click.echo(json.dumps(_stack_json(name, record, count or state.STACK_HISTORY_LIMIT), indent=2, sort_keys=True))
+        click.echo(json.dumps(_stack_json(name, record, count), indent=2, sort_keys=True))
         return 1 if broken else 0
     last = (saved.last_sync.stacks if saved.last_sync else {}).get(name, {})
 
@@ -214,7 +214,7 @@ def _show_stack(saved: state.State, name: str, as_json: bool = False, count: int
     if record.pending is not None:
         click.echo(f"Pending:    {revision(record.pending)} (a sync deploying it did not finish; the next one checks it)")
     click.echo(f"Counts:     {record.deploys} deploy(s), {record.rollbacks} rollback(s), {record.failures} failed sync(s)")
-    entries = record.history[-(count or state.STACK_HISTORY_LIMIT):]
+    entries = record.history[-count:] if count else ()
     if entries:
         click.echo("History:")
         for entry in entries:
@@ -291,7 +291,7 @@ def metrics_command(config_file: Path | None, /, to_stdout: bool) -> None:
     """Write the Prometheus metrics (METRICS_TEXTFILE) from the state; the units run it after each run."""
     from composeflux import metrics, reporting
 
-    reporting_settings = _load_reporting(config_file)
+    reporting_settings = _load_reporting(config_file, notify=False)
     saved = state.read(reporting_settings.state_dir)
     if to_stdout:
         click.echo(metrics.render(saved), nl=False)
@@ -335,12 +335,12 @@ def notify_test_command(config_file: Path | None) -> None:
     sys.exit(0 if not failed else 1)
 
 
-def _load_reporting(config_file: Path | None) -> configuration.Reporting:
+def _load_reporting(config_file: Path | None, notify: bool = True) -> configuration.Reporting:
     """The notification and metrics settings alone: these commands must work when the rest of
     the configuration is what broke the sync."""
     logs.setup_logging("INFO", "text", Masker())
     try:
-        reporting_settings = configuration.load_reporting(config_file)
+        reporting_settings = configuration.load_reporting(config_file, notify=notify)
     except ComposefluxError as exc:
         log.error("%s", exc)
         sys.exit(exit_status(exc))

@@ -151,26 +151,27 @@ class Reporting:
     masker: Masker = dataclasses.field(repr=False, compare=False)
 
 
-def _reporting(settings: Mapping[str, str], state_dir: Path, masker: Masker) -> Reporting:
+def _reporting(settings: Mapping[str, str], state_dir: Path, masker: Masker, notify: bool = True) -> Reporting:
     return Reporting(
-        notify_urls=_notify_urls(settings),
-        notify_events=_notify_events(settings),
-        notify_remind=seconds(settings, "NOTIFY_REMIND", 86400.0, maximum=366 * 86400),
+        notify_urls=_notify_urls(settings) if notify else (),
+        notify_events=_notify_events(settings) if notify else DEFAULT_NOTIFY,
+        notify_remind=seconds(settings, "NOTIFY_REMIND", 86400.0, maximum=366 * 86400) if notify else 0.0,
         metrics_textfile=_metrics_textfile(settings),
         state_dir=state_dir,
         masker=masker,
     )
 
 
-def load_reporting(config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Reporting:
-    """Only the notification and metrics settings (ConfigError for those alone)."""
+def load_reporting(config_file: Path | None = None, environ: Mapping[str, str] | None = None, *, notify: bool = True) -> Reporting:
+    """Only the notification and metrics settings (ConfigError for those alone); `notify=False`:
+    the metrics settings alone (`composeflux metrics` works whatever NOTIFY_* say)."""
     environ = os.environ if environ is None else environ
     settings = load_settings(config_file, environ, {})
     masker = Masker(
         _credentials(settings, settings.get("GIT_TOKEN", "").strip() or None, None, None),
         min_length=integer(settings, "MASK_MIN_LENGTH", MIN_MASKED_LENGTH, minimum=1, maximum=64),
     )
-    return _reporting(settings, _state_dir(environ), masker)
+    return _reporting(settings, _state_dir(environ), masker, notify)
 
 
 SCP_LIKE = re.compile(r"^(?:[^@/]+@)?([^:/]+):(?!//)(.*)$")

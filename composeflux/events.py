@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from composeflux import state
 from composeflux.errors import ExitStatus
-from composeflux.logs import ACTION, COMMIT, EVENT, MESSAGE_ID, REASON, STACK
+from composeflux.logs import COMMIT, EVENT, MESSAGE_ID, REASON, STACK
 from composeflux.outcome import SyncOutcome
 from composeflux.plan import IMAGE_UPDATE, Action
 
@@ -35,7 +35,7 @@ class Kind(str, enum.Enum):  # noqa: UP042 -- as plan.Action: .value is the word
     UPDATE_PENDING = "update-pending"  # `composeflux update` found a newer image behind a tag
     UPDATE_APPLIED = "update-applied"  # new images deployed and through their health gate
     UPDATE_ROLLED_BACK = "update-rolled-back"  # a new image failed its gate; the old one runs again
-    UNIT_FAILED = "unit-failed"  # the sync or update unit died without reporting (timeout, OOM, crash)
+    UNIT_FAILED = "unit-failed"  # the sync or update unit failed without reporting (timeout, OOM, crash, bad config)
 
 
 MESSAGE_IDS = {
@@ -134,7 +134,6 @@ def log_events(events: Iterable[Event]) -> None:
         fields = {MESSAGE_ID: MESSAGE_IDS[event.kind], EVENT: event.kind.value, REASON: event.reason}
         if event.stack:
             fields[STACK] = event.stack
-            fields[ACTION] = event.kind.value
         if event.commit:
             fields[COMMIT] = event.commit
         # The stack's name is in the text already: a text log must not say it twice.

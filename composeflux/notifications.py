@@ -30,7 +30,9 @@ def apprise_missing() -> bool:
     return importlib.util.find_spec("apprise") is None
 
 
-TOKEN_LENGTH = 16  # a path segment or host this long is taken for a token (tgram://TOKEN/CHAT, discord://ID/TOKEN)
+# A path segment or dotless host this long is taken for a token (gotify://HOST/TOKEN has 15
+# characters, tgram://TOKEN/CHAT, discord://ID/TOKEN more); "composeflux" (11) is a word.
+TOKEN_LENGTH = 12
 
 
 def url_parts(url: str) -> set[str]:

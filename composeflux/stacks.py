@@ -25,6 +25,7 @@ import yaml
 from composeflux.environment import read_dotenv
 from composeflux.errors import ConfigError
 from composeflux.rendered import StackProblem
+from composeflux.settings import DURATION, UNITS
 
 log = logging.getLogger(__name__)
 
@@ -402,8 +403,10 @@ def _seconds(where: str, key: str, value: object, allow_zero: bool) -> float | N
     """A number of seconds, None when not given. (stack.yml scalars arrive as their text.)"""
     if value is None:
         return None
+    text = value.strip() if isinstance(value, str) else ""
+    match = DURATION.match(text)  # 90, 90s, 2min, as in composeflux.conf
     try:
-        number = float(value) if isinstance(value, str) and value.strip() else None
+        number = float(match.group(1)) * UNITS[match.group(2).lower()] if match else float(text) if text else None
     except ValueError:
         number = None
     if number is None or not 0 <= number <= MAX_HEALTH_SECONDS or (number == 0 and not allow_zero):

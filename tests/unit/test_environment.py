@@ -42,7 +42,7 @@ def test_stacks_settings_are_validated_strictly(tmp_path):
         "stacks:\n  web: [envs]\n": "stack.yml: stacks.web: expected a mapping of settings",
         "stacks:\n  web:\n    env: {A: b}\n": "stack.yml: stacks.web: unknown key(s) env (allowed: envs, health_timeout, health_stable",
         "stacks:\n  web:\n    health_timeout: 0\n": "stack.yml: stacks.web.health_timeout: expected a number of seconds, more than 0",
-        "stacks:\n  web:\n    health_stable: '10s'\n": "stack.yml: stacks.web.health_stable: expected a number of seconds",
+        "stacks:\n  web:\n    health_stable: '10 parsecs'\n": "stack.yml: stacks.web.health_stable: expected a number of seconds",
         "stacks:\n  web:\n    health_stable: true\n": "stack.yml: stacks.web.health_stable: expected a number of seconds",
         "stacks:\n  web:\n    rollback: 'no'\n": "stack.yml: stacks.web.rollback: expected true or false",
         "stacks:\n  web:\n    suspended: 1\n": "stack.yml: stacks.web.suspended: expected true or false",
@@ -59,6 +59,9 @@ def test_stacks_settings_are_validated_strictly(tmp_path):
     config = load_stack_config(tmp_path / "stack.yml")
     assert config.settings("web").envs == {"PORT": "08080"} and config.settings("db").envs == {}
     assert config.settings("unknown").envs == {}
+    (tmp_path / "stack.yml").write_text("stacks:\n  web:\n    health_timeout: 2min\n    health_stable: 15s\n")
+    config = load_stack_config(tmp_path / "stack.yml")  # units as in composeflux.conf
+    assert (config.settings("web").health_timeout, config.settings("web").health_stable) == (120, 15)
 
 
 def test_compose_file_in_the_stack_env_chooses_its_files(tmp_path):
