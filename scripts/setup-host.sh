@@ -36,8 +36,12 @@ RUNTIME_PACKAGES=$(runtime_packages "$here/packaging/debian/control")
 # servers and the local test image, CA certificates, pytest, its timeout plugin (a hung test
 # fails instead of hanging CI: pyproject.toml sets the limit) and xdist (the fast lane on every core);
 # age (age-keygen, and the data keys of the tests' SOPS files) and gnupg for the SOPS tests;
-# docker-registry and apache2-utils (htpasswd) for the registries the update tests start.
-TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout python3-pytest-xdist age gnupg docker-registry apache2-utils"
+# docker-registry and apache2-utils (htpasswd) for the registries the update tests start;
+# apprise (the package only recommends it) and python3-aiosmtpd (the SMTP server its mailto:// is
+# sent to) for the notification tests, prometheus-node-exporter for the metrics tests (it reads
+# the textfile composeflux writes).
+TEST_PACKAGES="docker.io openssh-server busybox-static ca-certificates python3-pytest python3-pytest-timeout python3-pytest-xdist age gnupg \
+docker-registry apache2-utils apprise python3-aiosmtpd prometheus-node-exporter"
 PACKAGES="$RUNTIME_PACKAGES $TEST_PACKAGES"
 
 # --list prints the packages it would make sure are installed, each after where it comes from
@@ -49,13 +53,19 @@ if [ "${1:-}" = "--list" ]; then
     exit 0
 fi
 
-registry_was_installed=$(dpkg-query -W -f '${Status}' docker-registry 2>/dev/null | grep -c "install ok installed" || true)
+installed() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null | grep -c "install ok installed" || true; }
+registry_was_installed=$(installed docker-registry)
+node_exporter_was_installed=$(installed prometheus-node-exporter)
 # shellcheck disable=SC2086
 "$here/scripts/ensure-packages.sh" $PACKAGES
-# Installing docker-registry enables a registry on *:5000 where systemd runs: the tests start their
-# own on 127.0.0.1, so the one this script brought in is switched off (one the host had is left).
+# Installing docker-registry enables a registry on *:5000 where systemd runs, and
+# prometheus-node-exporter an exporter on *:9100: the tests start their own on 127.0.0.1, so the
+# ones this script brought in are switched off (those the host had are left alone).
 if [ "$registry_was_installed" = 0 ] && [ -d /run/systemd/system ]; then
     systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi
+if [ "$node_exporter_was_installed" = 0 ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true
 fi
 
 # Docker Compose v2. Debian 13 ships it as docker-compose (>= 2); Debian 12's docker-compose is
