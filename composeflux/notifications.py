@@ -90,7 +90,9 @@ def deliver(urls: Sequence[str], title: str, body: str, masker: Masker, kind: st
 
         def send(target: apprise.Apprise = target, result: list[bool] = result) -> None:
             try:
-                result.append(bool(target.notify(body=body, title=title, notify_type=kind)))
+                # The body is plain text: without body_format, apprise takes it for the plugin's own
+                # format (HTML for mailto://) and drops what looks like a tag.
+                result.append(bool(target.notify(body=body, title=title, notify_type=kind, body_format="text")))
             except Exception as exc:  # a plugin's bug must not end the run
                 log.warning("apprise failed: %s", masker(f"{type(exc).__name__}: {exc}"))
                 result.append(False)
