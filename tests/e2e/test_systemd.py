@@ -1,10 +1,11 @@
 """End to end on a real Debian 13 (trixie) booted with systemd as PID 1 in a container.
 
 Builds the .deb from this checkout, boots a cached debootstrap image, installs the package with
-apt (which pulls docker.io and docker-compose from Debian), serves a Git repository from the host
-(a bare repository bind-mounted read-only) and checks the units do what composeflux(8) says.
+apt (which pulls docker.io and docker-compose from Debian; apprise, only recommended, is installed
+for the notification tests), serves a Git repository from the host (a bare repository
+bind-mounted read-only) and checks the units do what composeflux(8) says.
 
-Part of the suite (about 2 minutes with the cached image, 2.5 without). Needs root, a running
+Part of the suite (about 3.5 minutes with the cached image, 4 without). Needs root, a running
 dockerd, debootstrap and lintian (tests/e2e/setup.sh) and the Debian registry; skipped when any is
 missing, or with COMPOSEFLUX_E2E=0. COMPOSEFLUX_E2E_KEEP=1 keeps the container for a post-mortem.
     /usr/bin/python3 -m pytest tests/e2e -v
@@ -80,6 +81,74 @@ services:
 """
 
 
+# A stack that never gets healthy: its healthcheck fails, but inside a start period of an hour
+# (failures there do not count), so the health gate waits on "starting" for its HEALTH_TIMEOUT.
+HANGING = """\
+services:
+  hang:
+    image: cfx-e2e/busybox:latest
+    init: true
+    command: ["sleep", "3600"]
+    healthcheck:
+      test: ["CMD-SHELL", "exit 1"]
+      interval: 1h
+      start_period: 1h
+"""
+
+# The notification receiver in the container (NOTIFY_URLS=json://...): one JSON line per POST.
+RECEIVER = """\
+import http.server
+import json
+import sys
+
+port, path = int(sys.argv[1]), sys.argv[2]
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode("utf-8", "replace")
+        try:
+            record = json.loads(body)
+        except ValueError:
+            record = {"raw": body}
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record) + "\\n")
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+RECEIVER_PORT = 8099
+POSTS = "/root/cfx-e2e-posts.jsonl"
+# The OnFailure= instance of composeflux.service (OnFailure=composeflux-notify@%n.service).
+NOTIFY_UNIT = "composeflux-notify@composeflux.service.service"
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+STACK_FAILED_ID = "b2c9783b03be451c89e692e34f7b41c1"  # composeflux/events.py, MESSAGE_IDS[Kind.STACK_FAILED]
+UNIT_FAILED_ID = "64292bc310a34ff3832e39b47391c86e"  # MESSAGE_IDS[Kind.UNIT_FAILED]
+
+
+def catalog_entry(message_id: str, fields: dict[str, str]) -> list[str]:
+    """The non-blank lines of packaging/systemd/composeflux.catalog's entry, @FIELD@s substituted."""
+    text = (ROOT / "packaging" / "systemd" / "composeflux.catalog").read_text()
+    entry = text.split(f"-- {message_id}\n", 1)[1].split("\n-- ", 1)[0]
+    entry = re.sub(r"@([A-Z0-9_]+)@", lambda m: fields.get(m.group(1), m.group(0)), entry)
+    return [line for line in entry.splitlines() if line.strip()]
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """node_exporter's textfile format: {'name{labels}': value} of every sample line."""
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            samples[series] = float(value)
+    return samples
+
+
 def run(*args, check=True, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, text=True, capture_output=True, **kwargs)
 
@@ -148,6 +217,43 @@ class System:
             if value and value not in ids:
                 ids.append(value)
         return ids
+
+    def journal(self, *matches: str) -> list[dict]:
+        result = self.sh("journalctl -q -o json " + " ".join(matches), check=False)
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    def unit_runs(self, unit: str) -> list[dict]:
+        """systemd's entries for each finished start job of `unit` (JOB_RESULT, INVOCATION_ID),
+        oldest first. From the journal: an inactive unit nothing refers to is unloaded, and then
+        its properties (Result=success, ...) are a fresh unit's, whatever its last run did."""
+        return [e for e in self.journal("_PID=1", f"UNIT={unit}", "JOB_TYPE=start") if e.get("JOB_RESULT")]
+
+    def wait_unit_run(self, unit: str, before: int, timeout: float = 60) -> dict:
+        """The run of `unit` after the `before` ones seen already, once it has finished."""
+        try:
+            wait_until(lambda: len(self.unit_runs(unit)) > before, timeout, f"{unit} to run")
+        except AssertionError as exc:
+            log = self.sh("journalctl -u 'composeflux-notify@*' -u composeflux -n 30 --no-pager", check=False).stdout
+            raise AssertionError(f"{exc}\n{log}") from None
+        runs = self.unit_runs(unit)
+        assert len(runs) == before + 1, [e.get("MESSAGE") for e in runs[before:]]
+        return runs[-1]
+
+    def log_of(self, invocation: str) -> str:
+        """What the processes of one run logged (not systemd's own lines about it)."""
+        return self.out(f"journalctl -q -o cat _SYSTEMD_INVOCATION_ID={invocation}")
+
+
+class Receiver:
+    """The HTTP server in the container that NOTIFY_URLS points at."""
+
+    def __init__(self, system: System):
+        self.system = system
+
+    def posts(self) -> list[dict]:
+        """Every notification received so far (apprise's json:// payload: title, message, type)."""
+        text = self.system.sh(f"cat {POSTS} 2>/dev/null", check=False).stdout
+        return [json.loads(line) for line in text.splitlines()]
 
 
 class Repo:
@@ -261,6 +367,32 @@ def system(deb, image, repo, tmp_path_factory):
     finally:
         if os.environ.get("COMPOSEFLUX_E2E_KEEP") != "1":
             run("docker", "rm", "-f", name, check=False)
+
+
+@pytest.fixture(scope="module")
+def receiver(system):
+    """apprise (a Recommends, which APT does not install here) and NOTIFY_URLS pointing at a
+    receiver in the container, checked with `composeflux notify-test`."""
+    system.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -q apprise", timeout=300)
+    (system.workdir / "receiver.py").write_text(RECEIVER)
+    system.sh(f"systemd-run -q --unit=cfx-e2e-receiver /usr/bin/python3 /e2e/receiver.py {RECEIVER_PORT} {POSTS}")
+    wait_until(lambda: system.sh(f"exec 3<>/dev/tcp/127.0.0.1/{RECEIVER_PORT}", check=False).returncode == 0,
+               30, "the receiver to listen")
+    system.wait_idle()
+    before = len(system.invocations())
+    # An edit of composeflux.conf starts a sync (composeflux.path, PathChanged=): let it finish.
+    system.sh(f"echo 'NOTIFY_URLS=json://127.0.0.1:{RECEIVER_PORT}/' >> /etc/composeflux/composeflux.conf")
+    wait_until(lambda: len(system.invocations()) > before, 30, "the sync the configuration change starts")
+    system.wait_idle()
+    assert system.prop("composeflux.service", "Result") == "success"
+    result = system.sh("composeflux notify-test", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    receiver = Receiver(system)
+    assert [post["title"] for post in receiver.posts()] == ["composeflux on cfx-e2e: test"]
+    try:
+        yield receiver
+    finally:
+        system.sh("systemctl stop cfx-e2e-receiver; sed -i '/^NOTIFY_URLS=/d' /etc/composeflux/composeflux.conf", check=False)
 
 
 def test_package_is_lintian_clean(deb):
@@ -454,30 +586,131 @@ def test_journal_has_the_sync_with_structured_fields(system):
     assert system.out("journalctl -u composeflux COMPOSEFLUX_STACK=web -o cat | wc -l") != "0"
 
 
-def test_a_failing_stack_fails_the_unit(system, repo):
+def test_a_failing_stack_fails_the_unit(system, repo, receiver):
+    """A sync with a stack that fails to render: exit status 1, the others carry on; the sync
+    tells it itself (one notice; the OnFailure= template adds none), the journal entry carries
+    its catalog text (journalctl -x) and the ExecStopPost= writes the metrics."""
     system.wait_idle()
+    system.sh(f"mkdir -p {TEXTFILE_DIR}")  # as prometheus-node-exporter has it: METRICS_TEXTFILE's default applies
+    notified = len(receiver.posts())
+    notify_runs = len(system.unit_runs(NOTIFY_UNIT))
     broken = repo.path / "stacks" / "broken"
     broken.mkdir()
     (broken / "compose.yaml").write_text("services:\n  bad:\n    image: cfx-e2e/busybox:latest\n    ports: ['not a port']\n")
     repo.commit_and_push("broken stack")
-    result = system.sh("systemctl start composeflux-sync", check=False)
-    assert result.returncode != 0
-    assert system.prop("composeflux.service", "Result") == "exit-code"
-    assert system.prop("composeflux.service", "ExecMainStatus") == "1"
-    assert system.running("web-web-1") and system.running("db-db-1")  # the others carry on
-    shutil.rmtree(broken)
-    repo.commit_and_push("remove the broken stack")
-    assert system.sh("systemctl start composeflux-sync", check=False).returncode == 0
+    try:
+        result = system.sh("systemctl start composeflux-sync", check=False)
+        assert result.returncode != 0
+        assert system.prop("composeflux.service", "Result") == "exit-code"
+        assert system.prop("composeflux.service", "ExecMainStatus") == "1"
+        assert system.running("web-web-1") and system.running("db-db-1")  # the others carry on
+        invocation = system.invocations()[-1]
+
+        # OnFailure= ran the template, which found the run reported and sent nothing.
+        notify = system.wait_unit_run(NOTIFY_UNIT, notify_runs)
+        assert notify["JOB_RESULT"] == "done", notify
+        assert "after reporting its run itself; nothing to add" in system.log_of(notify["INVOCATION_ID"])
+        posts = receiver.posts()[notified:]
+        assert len(posts) == 1, posts
+        assert posts[0]["title"] == "composeflux on cfx-e2e: broken failed", posts
+        assert posts[0]["type"] == "failure" and "broken: failed: docker compose config failed" in posts[0]["message"], posts
+
+        # The event, found by its MESSAGE_ID, and explained by the catalog the package installed
+        # (systemd's dpkg trigger on /usr/lib/systemd/catalog; nothing here updates it).
+        listed = system.sh(f"journalctl --list-catalog {STACK_FAILED_ID}", check=False)
+        assert listed.returncode == 0 and STACK_FAILED_ID in listed.stdout, f"the catalog is not in the database: {listed.stderr}"
+        events = [e for e in system.journal(f"MESSAGE_ID={STACK_FAILED_ID}") if e.get("_SYSTEMD_INVOCATION_ID") == invocation]
+        assert [(e.get("COMPOSEFLUX_STACK"), e.get("COMPOSEFLUX_EVENT")) for e in events] == [("broken", "stack-failed")], events
+        assert events[0]["_SYSTEMD_UNIT"] == "composeflux.service"
+        explained = system.out("journalctl -x -u composeflux --no-pager")
+        expected = catalog_entry(STACK_FAILED_ID, events[0])
+        assert "Subject: composeflux: stack broken failed" in expected
+        assert f"The stack broken does not run what commit {events[0]['COMPOSEFLUX_COMMIT']} wants:" in expected
+        missing = [line for line in expected if line not in explained]
+        assert not missing, f"not in journalctl -x: {missing}"
+
+        # ExecStopPost=+composeflux metrics: node_exporter's textfile, world-readable, complete.
+        assert system.out(f"ls -A {TEXTFILE_DIR}") == "composeflux.prom"  # no temporary file left
+        assert system.out(f"stat -c '%a %U' {TEXTFILE_DIR}/composeflux.prom") == "644 root"
+        samples = metric_values(system.out(f"cat {TEXTFILE_DIR}/composeflux.prom"))
+        assert samples["composeflux_last_sync_success"] == 0
+        assert samples["composeflux_last_sync_exit_status"] == 1
+        assert samples['composeflux_stack_state{stack="broken",state="failed"}'] == 1
+        for stack in ("web", "db"):
+            assert samples[f'composeflux_stack_state{{stack="{stack}",state="unchanged"}}'] == 1
+            assert samples[f'composeflux_stack_state{{stack="{stack}",state="failed"}}'] == 0
+    finally:
+        shutil.rmtree(broken)
+        repo.commit_and_push("remove the broken stack")
+        fixed = system.sh("systemctl start composeflux-sync", check=False)
+    assert fixed.returncode == 0
+    samples = metric_values(system.out(f"cat {TEXTFILE_DIR}/composeflux.prom"))
+    assert samples["composeflux_last_sync_success"] == 1 and samples["composeflux_last_sync_exit_status"] == 0
+    assert samples['composeflux_stack_state{stack="web",state="unchanged"}'] == 1
+    assert len(receiver.posts()) == notified + 1  # a stack deleted from Git: nothing more to tell
+
+
+def test_a_sync_killed_by_its_timeout_is_told_once(system, repo, receiver):
+    """A sync that hangs (here in a health gate) and is killed by TimeoutStartSec= cannot report
+    itself: OnFailure= starts composeflux-notify@composeflux.service.service, which sends one
+    notice with the dead run's last lines; a second such death sends none (repeat suppression);
+    the next sync that works tells that it recovered."""
+    system.wait_idle()
+    notified = len(receiver.posts())
+    notify_runs = len(system.unit_runs(NOTIFY_UNIT))
+    deaths = len(system.journal(f"MESSAGE_ID={UNIT_FAILED_ID}"))
+    (repo.path / "stacks" / "hang").mkdir()
+    (repo.path / "stacks" / "hang" / "compose.yaml").write_text(HANGING)
+    repo.commit_and_push("hang: never healthy")
+    # The health gate would wait HEALTH_TIMEOUT (120 s); the unit gives the whole sync 15 s.
+    system.sh(
+        "mkdir -p /etc/systemd/system/composeflux.service.d && printf '[Service]\\nTimeoutStartSec=15s\\n'"
+        " > /etc/systemd/system/composeflux.service.d/cfx-e2e-timeout.conf && systemctl daemon-reload"
+    )
+    try:
+        for death in (1, 2):
+            result = system.sh("systemctl start composeflux-sync", check=False)
+            assert result.returncode != 0 and "timeout" in result.stderr, result.stderr
+            assert system.prop("composeflux.service", "Result") == "timeout"
+            dead = system.invocations()[-1]
+            notify = system.wait_unit_run(NOTIFY_UNIT, notify_runs + death - 1)
+            log = system.log_of(notify["INVOCATION_ID"])
+            assert notify["JOB_RESULT"] == "done", log
+            assert "composeflux.service failed: timeout (killed by signal TERM), last lines:" in log, log
+            posts = receiver.posts()[notified:]
+            if death == 1:
+                assert len(posts) == 1, posts
+                assert posts[0]["title"] == "composeflux on cfx-e2e: died" and posts[0]["type"] == "failure", posts
+                message = posts[0]["message"]
+                assert message.startswith("composeflux.service failed: timeout (killed by signal TERM), last lines:\n"), message
+                # The dead run's own last lines (journalctl _SYSTEMD_INVOCATION_ID=), up to the hang.
+                assert "Container hang-hang-1  Started" in message, message
+                dead_log = system.log_of(dead)
+                assert all(line in dead_log for line in message.splitlines()[1:]), (message, dead_log)
+            else:
+                assert len(posts) == 1, f"the second death was told again: {posts[1:]}"
+        recorded = system.journal(f"MESSAGE_ID={UNIT_FAILED_ID}")[deaths:]
+        assert [e.get("_SYSTEMD_UNIT") for e in recorded] == [NOTIFY_UNIT] * 2, recorded
+    finally:
+        shutil.rmtree(repo.path / "stacks" / "hang")
+        repo.commit_and_push("hang: removed")
+        system.sh("rm -f /etc/systemd/system/composeflux.service.d/cfx-e2e-timeout.conf && systemctl daemon-reload")
+        recovered = system.sh("systemctl start composeflux-sync", check=False)
+    assert recovered.returncode == 0, system.out("journalctl -u composeflux -n 30 --no-pager")
+    assert not system.running("hang-hang-1")
+    posts = receiver.posts()[notified + 1:]
+    assert [post["title"] for post in posts] == ["composeflux on cfx-e2e: recovered"], posts
+    assert posts[0]["message"].startswith("composeflux sync: recovered (was: composeflux.service failed: timeout"), posts
 
 
 def test_systemd_analyze_verify_and_security(system):
     result = system.sh(
         "systemd-analyze verify composeflux.service composeflux.timer composeflux.path composeflux-sync.service"
-        " composeflux-update.service composeflux-update.timer",
+        f" composeflux-update.service composeflux-update.timer {NOTIFY_UNIT}",
         check=False,
     )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
-    for unit in ("composeflux.service", "composeflux-update.service"):
+    for unit in ("composeflux.service", "composeflux-update.service", NOTIFY_UNIT):
         report = system.out(f"systemd-analyze security --no-pager {unit}")
         exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", report).group(1))
         print(f"\nsystemd-analyze security {unit}: {exposure}")
