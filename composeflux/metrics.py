@@ -41,6 +41,7 @@ STATE_OF = {
     Action.SUSPENDED.value: "suspended",
 }
 RESULTS = ("ok", "failed", "error")
+ALERT_KINDS = ("sync-failed", "prune-refused", "stack-failed", "rolled-back", "unit-failed")  # alerts.CONDITIONS
 
 
 def default_path() -> Path | None:
@@ -105,6 +106,11 @@ def render(saved: state.State) -> str:
                    [({}, _timestamp(update.time) or 0)])
         out.metric("composeflux_last_update_check_success", "gauge", "1 if the last update check could be made.",
                    [({}, 1 if update.result == "ok" else 0)])
+    kinds = [alert.kind for alert in saved.alerts.values()]
+    out.metric("composeflux_alerts", "gauge", "Conditions the operator is told about and that last, by kind (0 when none).",
+               [({"kind": kind}, kinds.count(kind)) for kind in ALERT_KINDS])
+    out.metric("composeflux_unit_failures_total", "counter", "Runs of the sync or update unit that failed without reporting.",
+               [({}, saved.counters.get("unit_failures", 0))])
     out.metric("composeflux_notifications_total", "counter", "Notifications handed to apprise, by result (per URL).",
                [({"result": r}, saved.counters.get(f"notifications_{r}", 0)) for r in ("sent", "failed")])
     stacks = sorted(saved.stacks.items())

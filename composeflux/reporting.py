@@ -129,7 +129,7 @@ def unit_failed(
             return False
         lines = [reporting.masker(line) for line in read_lines(unit, invocation)]
         event = events.unit_failed(unit, how, lines, alerts.DIED[kind])
-        finish(reporting, saved, [event], {alerts.DIED[kind]: (Kind.UNIT_FAILED, f"{unit} failed: {how}")})
+        finish(reporting, saved.count("unit_failures"), [event], {alerts.DIED[kind]: (Kind.UNIT_FAILED, f"{unit} failed: {how}")})
     return True
 
 

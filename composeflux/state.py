@@ -388,6 +388,12 @@ def record(
         invocation=invocation,
     )
     stacks = dict(previous.stacks)
+    if outcome.error is None:
+        # A complete sync names every stack that is in Git or deployed: one it does not name is
+        # neither any more (deleted from Git before it ever ran, say). Forgotten, unless suspended
+        # (`composeflux suspend` may name a stack before it exists).
+        named = {stack.name for stack in outcome.stacks}
+        stacks = {name: record for name, record in stacks.items() if name in named or record.suspended is not None}
     for stack in outcome.stacks:
         if stack.action is Action.PRUNE:
             stacks.pop(stack.name, None)  # removed from the host: nothing left to remember

@@ -167,6 +167,7 @@ def _save_state(config: Config, previous: state.State, outcome: SyncOutcome, dur
             duration=duration, invocation=os.environ.get("INVOCATION_ID"),
         )
         known, gone = alerts.conditions(outcome)
+        gone |= {f"stack/{name}" for name in previous.stacks if name not in next_state.stacks}  # forgotten: no word
         reporting.finish(
             config.reporting, next_state, events.of_sync(previous, outcome), known, gone=gone,
             commit=outcome.commit, subject=outcome.subject,

@@ -132,3 +132,20 @@ def test_the_default_path_exists_only_with_node_exporters_directory(tmp_path, mo
     assert metrics.default_path() is None
     (tmp_path / "node-exporter").mkdir()
     assert metrics.default_path() == tmp_path / "node-exporter" / "composeflux.prom"
+
+
+def test_lasting_conditions_and_unreported_deaths_are_counted():
+    import dataclasses
+
+    from composeflux.alerts import CONDITIONS
+
+    assert tuple(kind.value for kind in CONDITIONS) == metrics.ALERT_KINDS
+    saved = dataclasses.replace(a_state(), alerts={
+        "stack/db": state.Alert("stack-failed", "t", "boom"), "stack/web": state.Alert("stack-failed", "t", "bang"),
+        "died/sync": state.Alert("unit-failed", "t", "timeout"),
+    }, counters={"unit_failures": 2})
+    samples = parse(metrics.render(saved))
+    assert samples[("composeflux_alerts", (("kind", "stack-failed"),))] == 2
+    assert samples[("composeflux_alerts", (("kind", "unit-failed"),))] == 1
+    assert samples[("composeflux_alerts", (("kind", "rolled-back"),))] == 0
+    assert samples[("composeflux_unit_failures_total", ())] == 2

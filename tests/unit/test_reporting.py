@@ -234,3 +234,33 @@ def test_status_json_has_the_history(cfx, repo, capsys):
     assert "History:" in result.output and "  deployed  " in result.output
     result = CliRunner().invoke(cli.main, ["--config", str(cfx.conf), "status"], env=env)
     assert "Recent syncs:" in result.output
+
+
+def test_a_failing_stack_deleted_from_git_before_it_ever_ran_is_forgotten(cfx, repo, outbox):
+    repo.add_stack("web")
+    broken(repo)
+    cfx(NOTIFY_URLS=URL)
+    assert set(cfx.state().stacks) == {"web", "bad"} and len(outbox.sent) == 1
+    repo.remove("bad")
+    repo.commit("drop bad")
+    assert cfx(NOTIFY_URLS=URL) is ExitStatus.OK
+    saved = cfx.state()
+    assert set(saved.stacks) == {"web"} and saved.alerts == {}
+    assert len(outbox.sent) == 1  # gone, not "recovered"
+
+
+def test_a_sync_that_stops_early_forgets_nothing(cfx, repo):
+    repo.add_stack("web")
+    repo.commit()
+    cfx()
+    assert cfx(GIT_BRANCH="no-such-branch") is ExitStatus.GIT
+    assert set(cfx.state().stacks) == {"web"}
+
+
+def test_a_death_counts_for_the_metrics(cfx, repo, outbox, tmp_path):
+    target = tmp_path / "m" / "composeflux.prom"
+    target.parent.mkdir()
+    settings = reporting_of(cfx, NOTIFY_URLS=URL, METRICS_TEXTFILE=str(target))
+    reporting.unit_failed(settings, "composeflux.service", death("e" * 32), lines)
+    text = target.read_text()
+    assert 'composeflux_alerts{kind="unit-failed"} 1' in text and "composeflux_unit_failures_total 1" in text
