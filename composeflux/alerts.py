@@ -22,14 +22,14 @@ import dataclasses
 import datetime
 from collections.abc import Collection, Iterable, Mapping
 
-from composeflux.events import Event, Kind
+from composeflux.events import SYNC_KINDS, Event, Kind
 from composeflux.outcome import SyncOutcome
 from composeflux.plan import Action
 from composeflux.state import Alert
 
 SYNC = "sync"
 DIED = {"sync": "died/sync", "update": "died/update"}  # composeflux unit-failed, by the unit's kind
-CONDITIONS = (Kind.SYNC_FAILED, Kind.PRUNE_REFUSED, Kind.STACK_FAILED, Kind.ROLLED_BACK, Kind.UNIT_FAILED)
+CONDITIONS = (Kind.SYNC_FAILED, Kind.PRUNE_REFUSED, Kind.UNVERIFIED, Kind.STACK_FAILED, Kind.ROLLED_BACK, Kind.UNIT_FAILED)
 REASON_LIMIT = 300  # characters of a reason repeated in a reminder or a recovery
 
 
@@ -56,7 +56,7 @@ class Decision:
 def key_of(event: Event) -> str | None:
     if event.alert is not None:
         return event.alert
-    if event.kind in (Kind.SYNC_FAILED, Kind.PRUNE_REFUSED) or (event.kind is Kind.RECOVERED and event.stack is None):
+    if event.kind in (Kind.SYNC_FAILED, Kind.PRUNE_REFUSED, Kind.UNVERIFIED) or (event.kind is Kind.RECOVERED and event.stack is None):
         return SYNC
     if event.kind in (Kind.STACK_FAILED, Kind.ROLLED_BACK, Kind.RECOVERED):
         return f"stack/{event.stack}"
@@ -68,9 +68,7 @@ def conditions(outcome: SyncOutcome) -> tuple[dict[str, tuple[Kind, str] | None]
     the keys of stacks it removed (their alerts end without a word)."""
     known: dict[str, tuple[Kind, str] | None] = {DIED["sync"]: None}  # the sync ran to its end: its unit did not die
     if outcome.error is not None:
-        from composeflux.errors import ExitStatus
-
-        known[SYNC] = (Kind.PRUNE_REFUSED if outcome.status is ExitStatus.UNSAFE else Kind.SYNC_FAILED, outcome.error)
+        known[SYNC] = (SYNC_KINDS.get(outcome.status, Kind.SYNC_FAILED), outcome.error)
     else:
         known[SYNC] = None
     gone = set()
@@ -159,7 +157,8 @@ def decide(
 
 
 WORDS = {
-    Kind.SYNC_FAILED: "sync failed", Kind.PRUNE_REFUSED: "prune refused", Kind.STACK_FAILED: "failed",
+    Kind.SYNC_FAILED: "sync failed", Kind.PRUNE_REFUSED: "prune refused", Kind.UNVERIFIED: "signature refused",
+    Kind.STACK_FAILED: "failed",
     Kind.ROLLED_BACK: "rolled back", Kind.RECOVERED: "recovered", Kind.UPDATE_PENDING: "update available",
     Kind.UPDATE_APPLIED: "updated", Kind.UPDATE_ROLLED_BACK: "update rolled back", Kind.UNIT_FAILED: "died",
 }

@@ -22,6 +22,7 @@ class ExitStatus(enum.IntEnum):
     BUSY = 7  # another sync held the lock for longer than we were willing to wait
     ENGINE = 8  # the Docker engine or Docker Compose could not be used
     STATE = 9  # the state directory cannot be used (not writable, full, a damaged hash key or lock)
+    UNVERIFIED = 10  # VERIFY_SIGNATURES: what Git wants is not signed by a trusted key; nothing was changed
     INTERNAL = 70  # a bug in composeflux (EX_SOFTWARE)
 
 
@@ -53,6 +54,13 @@ class UnsafePruneError(ComposefluxError):
 
 class LockTimeoutError(ComposefluxError):
     status = ExitStatus.BUSY
+
+
+class UnverifiedError(ComposefluxError):
+    """The commit (or tag) to deploy carries no valid signature by a trusted key. The message
+    names the commit or tag and why (unsigned, unknown key, bad signature, expired or revoked key)."""
+
+    status = ExitStatus.UNVERIFIED
 
 
 class EngineError(ComposefluxError):

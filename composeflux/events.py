@@ -29,6 +29,7 @@ log = logging.getLogger("composeflux.events")
 class Kind(str, enum.Enum):  # noqa: UP042 -- as plan.Action: .value is the word
     SYNC_FAILED = "sync-failed"  # the sync as a whole: Git, secrets, configuration, engine, state
     PRUNE_REFUSED = "prune-refused"  # a prune that looked unsafe was refused (nothing was changed)
+    UNVERIFIED = "unverified"  # VERIFY_SIGNATURES: the commit or tag to deploy is not signed by a trusted key
     STACK_FAILED = "stack-failed"  # a stack failed to render, come up or pass its health gate
     ROLLED_BACK = "rolled-back"  # a stack failed its health gate and runs its last good revision again
     RECOVERED = "recovered"  # the first success after a failure (of a stack, the sync, or its unit)
@@ -41,6 +42,7 @@ class Kind(str, enum.Enum):  # noqa: UP042 -- as plan.Action: .value is the word
 MESSAGE_IDS = {
     Kind.SYNC_FAILED: "d988bce06f5f4ad18df39513f86e1694",
     Kind.PRUNE_REFUSED: "cbb757c102e348828eb6ace0721a0716",
+    Kind.UNVERIFIED: "5d2f9aee0bdf4847ab9c670c19259dee",
     Kind.STACK_FAILED: "b2c9783b03be451c89e692e34f7b41c1",
     Kind.ROLLED_BACK: "e5892fa2c42f4008912c3112ebb8b8df",
     Kind.RECOVERED: "fbea5e173db1407d8acccbe41145bfd3",
@@ -50,10 +52,12 @@ MESSAGE_IDS = {
     Kind.UNIT_FAILED: "64292bc310a34ff3832e39b47391c86e",
 }
 LEVELS = {
-    Kind.SYNC_FAILED: logging.ERROR, Kind.PRUNE_REFUSED: logging.ERROR, Kind.STACK_FAILED: logging.ERROR,
+    Kind.SYNC_FAILED: logging.ERROR, Kind.PRUNE_REFUSED: logging.ERROR, Kind.UNVERIFIED: logging.ERROR, Kind.STACK_FAILED: logging.ERROR,
     Kind.ROLLED_BACK: logging.WARNING, Kind.RECOVERED: logging.INFO, Kind.UPDATE_PENDING: logging.INFO,
     Kind.UPDATE_APPLIED: logging.INFO, Kind.UPDATE_ROLLED_BACK: logging.WARNING, Kind.UNIT_FAILED: logging.ERROR,
 }
+# A sync that fails as a whole: the event (and alert) of its kind, by exit status.
+SYNC_KINDS = {ExitStatus.UNSAFE: Kind.PRUNE_REFUSED, ExitStatus.UNVERIFIED: Kind.UNVERIFIED}
 # NOTIFY_EVENTS when it is not set: what goes wrong, what was undone, what works again, what was applied.
 DEFAULT_NOTIFY = frozenset(Kind) - {Kind.UPDATE_PENDING}
 
@@ -82,7 +86,7 @@ def of_sync(previous: state.State, outcome: SyncOutcome) -> list[Event]:
     events = []
     commit = outcome.commit
     if outcome.error is not None:
-        kind = Kind.PRUNE_REFUSED if outcome.status is ExitStatus.UNSAFE else Kind.SYNC_FAILED
+        kind = SYNC_KINDS.get(outcome.status, Kind.SYNC_FAILED)
         events.append(Event(kind, outcome.summary()[:1].upper() + outcome.summary()[1:], None, commit, outcome.error))
     elif previous.last_sync is not None and previous.last_sync.result == "error":
         events.append(Event(Kind.RECOVERED, "The sync works again: " + outcome.summary(), None, commit, "sync"))

@@ -41,7 +41,7 @@ STATE_OF = {
     Action.SUSPENDED.value: "suspended",
 }
 RESULTS = ("ok", "failed", "error")
-ALERT_KINDS = ("sync-failed", "prune-refused", "stack-failed", "rolled-back", "unit-failed")  # alerts.CONDITIONS
+ALERT_KINDS = ("sync-failed", "prune-refused", "unverified", "stack-failed", "rolled-back", "unit-failed")  # alerts.CONDITIONS
 
 
 def default_path() -> Path | None:

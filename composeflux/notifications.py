@@ -21,7 +21,7 @@ from composeflux.masking import Masker
 log = logging.getLogger(__name__)
 
 DEADLINE = 30.0  # seconds for one URL, whatever its plugin's own timeouts (a hung SMTP server)
-FAILURES = (Kind.SYNC_FAILED, Kind.PRUNE_REFUSED, Kind.STACK_FAILED, Kind.UNIT_FAILED)
+FAILURES = (Kind.SYNC_FAILED, Kind.PRUNE_REFUSED, Kind.UNVERIFIED, Kind.STACK_FAILED, Kind.UNIT_FAILED)
 WARNINGS = (Kind.ROLLED_BACK, Kind.UPDATE_ROLLED_BACK)
 
 
