@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from composeflux.compose import Compose, Result, engine_unreachable
-from composeflux.deployed import COMMIT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE, SERVICE_HASH, STACK_HASH, DeployedStack
+from composeflux.deployed import COMMIT, INSTANCE, MANAGED_BY, MANAGED_BY_VALUE, SERVICE_HASH, SIGNER, STACK_HASH, DeployedStack
 from composeflux.errors import EngineError
 from composeflux.logs import ACTION, STACK
 from composeflux.rendered import JSON, RenderedStack
@@ -20,11 +20,14 @@ class ApplyError(Exception):
     """A stack could not be deployed or pruned; the message is already masked."""
 
 
-def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str) -> dict[str, JSON]:
+def labelled_project(
+    rendered: RenderedStack, deployed: DeployedStack | None, commit: str, instance_id: str, signer: str | None = None
+) -> dict[str, JSON]:
     """The rendered project with composeflux's labels on every service.
 
-    A service whose hash did not change keeps the stack-hash and commit labels its containers
-    already carry: then its configuration is identical and Compose leaves those containers alone.
+    A service whose hash did not change keeps the stack-hash, commit and signer labels its
+    containers already carry: then its configuration is identical and Compose leaves those
+    containers alone. `signer`: who signed `commit` (VERIFY_SIGNATURES), else no signer label.
     """
     project = copy.deepcopy(rendered.project)
     running = deployed.services() if deployed else {}
@@ -34,8 +37,9 @@ def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, co
         if digest and existing and all(c.service_hash == digest for c in existing):
             stack_hash = existing[0].labels.get(STACK_HASH, rendered.hashes.stack_hash)
             created_from = existing[0].labels.get(COMMIT, commit)
+            signed_by = existing[0].labels.get(SIGNER)
         else:
-            stack_hash, created_from = rendered.hashes.stack_hash, commit
+            stack_hash, created_from, signed_by = rendered.hashes.stack_hash, commit, signer
         labels = service.get("labels") or {}
         if isinstance(labels, list):  # the "KEY=value" list form
             labels = dict(item.split("=", 1) if "=" in item else (item, "") for item in labels)
@@ -48,6 +52,9 @@ def labelled_project(rendered: RenderedStack, deployed: DeployedStack | None, co
                 COMMIT: created_from,
             }
         )
+        labels.pop(SIGNER, None)  # only composeflux says who signed
+        if signed_by:
+            labels[SIGNER] = signed_by
         service["labels"] = labels
     return project
 

@@ -13,6 +13,8 @@ class Checkout:
     subject: str
     object_ids: dict[str, str]  # repository-relative path -> Git blob/tree id at HEAD
     submodules: frozenset[str] = frozenset()  # repository-relative paths of Git submodules (gitlinks)
+    signer: str | None = None  # VERIFY_SIGNATURES: who signed it (signatures.Verified.signer)
+    ref: str | None = None  # VERIFY_SIGNATURES=tag: the tag deployed (refs/tags/...)
 
     @property
     def short_commit(self) -> str:

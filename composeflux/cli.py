@@ -128,6 +128,8 @@ def status_command(config_file: Path | None, /, stack: str | None, as_json: bool
     click.echo(f"Last sync: {last.time}  result: {last.result}" + (f"  ({last.duration:.1f} s)" if last.duration is not None else ""))
     if last.commit:
         click.echo(f"Commit:    {last.commit[:12]} {last.subject or ''}".rstrip())
+    if last.signer:
+        click.echo(f"Signed by: {last.signer}")
     click.echo(f"Summary:   {last.summary}")
     width = max(map(len, last.stacks), default=0)
     for name, entry in sorted(last.stacks.items()):

@@ -18,7 +18,7 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from composeflux import secrets
 from composeflux.envfile import parse_env_text
@@ -30,6 +30,7 @@ from composeflux.private import PrivateFileError, read_private
 from composeflux.settings import boolean, choice, integer, seconds
 
 if TYPE_CHECKING:
+    from composeflux.signatures import Trust
     from composeflux.sops import Identities
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ CORE_KEYS = frozenset(
         "NOTIFY_EVENTS",
         "NOTIFY_REMIND",
         "METRICS_TEXTFILE",
+        "VERIFY_SIGNATURES",
+        "VERIFY_TAG_PATTERN",
+        "ALLOWED_SIGNERS",
+        "VERIFY_KEYRING",
     }
 )
 # Core settings whose values are credentials (the providers' are listed in secrets/).
@@ -111,6 +116,9 @@ class Config:
     heal_max_attempts: int  # redeploys of a broken stack at one revision; 0: never heal
     image_updates: str  # off, notify, apply: what `composeflux update` does about a new image behind a tag
     reporting: Reporting  # notifications and metrics
+    verify_signatures: str  # off, commit (the branch's head must be signed), tag (the newest signed tag)
+    verify_tag_pattern: str  # VERIFY_SIGNATURES=tag: the tags considered (a glob under refs/tags/)
+    trust: Trust  # the keys a signature must be made with (signatures.py)
     log_level: str
     log_format: str
     state_dir: Path
@@ -352,6 +360,7 @@ def load(
         heal_max_attempts=integer(settings, "HEAL_MAX_ATTEMPTS", 3, minimum=0, maximum=100),
         image_updates=choice(settings, "IMAGE_UPDATES", ("off", "notify", "apply"), "notify"),
         reporting=_reporting(settings, state_dir, masker),
+        **_verification(settings),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),
         log_format=choice(settings, "LOG_FORMAT", LOG_FORMATS, "text"),
         state_dir=state_dir,
@@ -366,6 +375,27 @@ def load(
         sops_identities=load_identities(settings, environ, masker),
     )
     return config
+
+
+def _verification(settings: Mapping[str, str]) -> dict[str, Any]:
+    """VERIFY_SIGNATURES, VERIFY_TAG_PATTERN and the trusted keys (ALLOWED_SIGNERS, VERIFY_KEYRING):
+    checked now, so that a sync that is to verify never runs without a key to verify with."""
+    from composeflux import signatures
+
+    mode = choice(settings, "VERIFY_SIGNATURES", ("off", "commit", "tag"), "off")
+    pattern = settings.get("VERIFY_TAG_PATTERN", "").strip() or "*"
+    if pattern.startswith(("/", "refs/", "-")):
+        raise ConfigError(f"VERIFY_TAG_PATTERN: a glob of tag names such as v*, not {pattern!r}")
+    try:
+        trust = signatures.default_trust(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if mode != "off" and trust.empty:
+        raise ConfigError(
+            f"VERIFY_SIGNATURES={mode} needs trusted keys: neither ALLOWED_SIGNERS ({signatures.DEFAULT_ALLOWED_SIGNERS}) "
+            f"nor VERIFY_KEYRING ({signatures.DEFAULT_KEYRING}) exists"
+        )
+    return {"verify_signatures": mode, "verify_tag_pattern": pattern, "trust": trust}
 
 
 def _notify_urls(settings: Mapping[str, str]) -> tuple[str, ...]:

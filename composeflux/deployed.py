@@ -23,6 +23,7 @@ INSTANCE = "compose.stack.instance"
 SERVICE_HASH = "compose.stack.service-hash"
 STACK_HASH = "compose.stack.hash"
 COMMIT = "compose.stack.commit"
+SIGNER = "compose.stack.signer"  # VERIFY_SIGNATURES: who signed that commit
 IMAGE_REFERENCE = "compose.stack.image"
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

@@ -6,6 +6,11 @@ branch changes converge. The clone is composeflux's render checkout only: every 
 a tree of its own (trees.py), so nothing of a user's lives here. A clone whose .git is broken is
 re-initialised in place. A dry run only fetches (`fetch()`).
 
+With VERIFY_SIGNATURES (signatures.py) the fetched head (commit) or the newest tag matching
+VERIFY_TAG_PATTERN (tag) is verified after the fetch and before the working tree is touched; an
+unverified one raises UnverifiedError and the clone stays at the last verified commit. A first
+clone is then made without a checkout, so no unverified file is ever checked out.
+
 Credentials never reach .git/config, process arguments or logs: the HTTPS token is handed to git
 through GIT_CONFIG_* environment variables, the SSH key through GIT_SSH_COMMAND.
 """
@@ -24,9 +29,11 @@ from pathlib import Path
 
 import git
 
+from composeflux import signatures
 from composeflux.checkout import Checkout
 from composeflux.config import DEFAULT_HTTPS_USER, Config
-from composeflux.errors import GitSourceError, StateError
+from composeflux.errors import GitSourceError, StateError, UnverifiedError
+from composeflux.signatures import Verified
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +130,29 @@ class GitSource:
     def __init__(self, config: Config, ssh_key: Path | None):
         self.config = config
         self.env = git_environment(config, ssh_key)
-        self.refspec = f"+refs/heads/{config.branch}:refs/remotes/origin/{config.branch}"
+        self.refspecs = [f"+refs/heads/{config.branch}:refs/remotes/origin/{config.branch}"]
+        self.verifying = config.verify_signatures != "off"
+        if config.verify_signatures == "tag":
+            self.refspecs.append("+refs/tags/*:refs/tags/*")
+        if self.verifying:
+            self.env["GIT_NO_REPLACE_OBJECTS"] = "1"  # check out exactly the objects that were verified
+
+    def _target(self, repo: git.Repo) -> tuple[str, Verified | None]:
+        """What to check out: the branch's head; with VERIFY_SIGNATURES, the verified commit (the
+        head, or the newest signed tag's), or UnverifiedError before anything is touched."""
+        head = f"refs/remotes/origin/{self.config.branch}"
+        if not self.verifying:
+            return head, None
+        try:
+            if self.config.verify_signatures == "tag":
+                verified = signatures.newest_verified_tag(self.config.clone_path, self.config.verify_tag_pattern, self.config.trust,
+                                                          self.env)
+            else:
+                verified = signatures.verify_commit(self.config.clone_path, head, self.config.trust, self.env)
+        except signatures.SignatureError as exc:
+            raise UnverifiedError(f"refused ({exc.reason}): {exc}; VERIFY_SIGNATURES={self.config.verify_signatures}") from None
+        log.info("%s %s is signed by %s", verified.kind.capitalize(), verified.ref.removeprefix("refs/remotes/origin/"), verified.signer)
+        return verified.commit, verified
 
     def sync(self, migrate: Callable[[Path], None] | None = None) -> Checkout:
         """Bring the clone to origin/<branch> and return what is checked out.
@@ -155,7 +184,7 @@ class GitSource:
             repo = git.Repo(path)
             with repo.git.custom_environment(**self.env):
                 self._fetch(repo)
-                return self._checkout_at(repo, f"refs/remotes/origin/{self.config.branch}")
+                return self._checkout_at(repo, *self._target(repo))
         except UNUSABLE_CLONE as exc:
             self._check_not_local_or_remote(exc)
             raise GitSourceError(f"the clone at {path} cannot be used ({_describe(exc, self.config)}); a real sync rebuilds it") from None
@@ -206,7 +235,8 @@ class GitSource:
             git.Repo.clone_from(
                 self.config.repo_url,
                 temporary,
-                multi_options=[] if checkout else ["--no-checkout"],
+                # Verifying: nothing of the commit is checked out before its signature is checked.
+                multi_options=[] if checkout and not self.verifying else ["--no-checkout"],
                 branch=self.config.branch,
                 env=self.env,
                 kill_after_timeout=GIT_NETWORK_TIMEOUT,
@@ -222,12 +252,21 @@ class GitSource:
             ) from None
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
-        return self._checkout_at(git.Repo(path), "HEAD")
+        repo = git.Repo(path)
+        if not self.verifying:
+            return self._checkout_at(repo, "HEAD")
+        with repo.git.custom_environment(**self.env):
+            if self.config.verify_signatures == "tag":
+                repo.git.fetch("--no-tags", "origin", *self.refspecs, kill_after_timeout=GIT_NETWORK_TIMEOUT)
+            target, verified = self._target(repo)
+            if checkout:
+                repo.git.reset("--hard", target)
+            return self._checkout_at(repo, "HEAD" if checkout else target, verified)
 
     def _fetch(self, repo: git.Repo) -> None:
         if repo.git.remote().split() != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
             self._reset_remote(repo)
-        repo.git.fetch("--prune", "--no-tags", "origin", self.refspec, kill_after_timeout=GIT_NETWORK_TIMEOUT)
+        repo.git.fetch("--prune", "--no-tags", "origin", *self.refspecs, kill_after_timeout=GIT_NETWORK_TIMEOUT)
 
     def _update(self, repo: git.Repo, migrate: Callable[[Path], None] | None) -> Checkout:
         with repo.git.custom_environment(**self.env):
@@ -237,13 +276,14 @@ class GitSource:
                 if migrate is not None:
                     migrate(self.config.clone_path)
                 mark.write_text(RENDER_CHECKOUT_NOTE)
-            repo.git.reset("--hard", f"refs/remotes/origin/{self.config.branch}")
+            target, verified = self._target(repo)
+            repo.git.reset("--hard", target)
             try:
                 repo.git.clean("-ffdx")
             except git.GitCommandError as exc:
                 # A file the sync user may not remove; the tracked content is already right.
                 log.warning("Could not remove every untracked file from the clone: %s", _first_line(exc, self.config))
-            return self._checkout_at(repo, "HEAD")
+            return self._checkout_at(repo, "HEAD", verified)
 
     def _reset_remote(self, repo: git.Repo) -> None:
         for remote in repo.git.remote().split():
@@ -284,7 +324,7 @@ class GitSource:
             _raise_if_full(exc, self.config)
             raise GitSourceError(f"cannot rebuild the clone at {path}: {_first_line(exc, self.config)}") from None
 
-    def _checkout_at(self, repo: git.Repo, revision: str) -> Checkout:
+    def _checkout_at(self, repo: git.Repo, revision: str, verified: Verified | None = None) -> Checkout:
         commit = repo.commit(revision)
         ids, submodules = _object_ids(repo, commit.hexsha)
         if repo.working_tree_dir is None:  # only a bare repository has none; the clone never is one
@@ -295,6 +335,8 @@ class GitSource:
             subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(errors="replace"),
             object_ids=ids,
             submodules=submodules,
+            signer=verified.signer if verified else None,
+            ref=verified.ref if verified and verified.kind == "tag" else None,
         )
 
 

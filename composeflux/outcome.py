@@ -66,6 +66,7 @@ class SyncOutcome:
     error: str | None = None  # the failure that ended the sync as a whole (masked)
     plan: Plan | None = None
     dry_run: bool = False
+    signer: str | None = None  # VERIFY_SIGNATURES: who signed the commit deployed
 
     @property
     def failed(self) -> dict[str, str]:

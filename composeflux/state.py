@@ -4,7 +4,8 @@
 
     {"version": 1,
      "last_sync": {time, result, status, commit, subject, branch, repository, summary,
-                   duration, invocation,                  seconds it took; systemd's INVOCATION_ID
+                   duration, invocation, signer,          seconds it took; systemd's INVOCATION_ID; who
+                                                          signed the commit (VERIFY_SIGNATURES)
                    stacks: {NAME: {action, reason, hash, error}}},
      "last_update": {time, result, status, summary, duration, invocation} | null,  `composeflux update`
      "stacks": {NAME: {last_action, last_reason, last_error,
@@ -197,6 +198,7 @@ class LastSync:
     stacks: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
     duration: float | None = None  # seconds
     invocation: str | None = None  # systemd's INVOCATION_ID of the run (composeflux unit-failed)
+    signer: str | None = None  # VERIFY_SIGNATURES: who signed the commit (signatures.py)
 
     @classmethod
     def from_json(cls, data: JSON) -> LastSync | None:
@@ -215,6 +217,7 @@ class LastSync:
             repository=_str(data.get("repository")),
             duration=_seconds(data.get("duration")),
             invocation=_str(data.get("invocation")),
+            signer=_str(data.get("signer")),
             stacks={
                 str(name): {key: _str(value) for key, value in entry.items()}
                 for name, entry in (stacks.items() if isinstance(stacks, dict) else [])
@@ -386,6 +389,7 @@ def record(
         },
         duration=round(duration, 3) if duration is not None else None,
         invocation=invocation,
+        signer=outcome.signer,
     )
     stacks = dict(previous.stacks)
     if outcome.error is None:

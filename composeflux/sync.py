@@ -135,7 +135,8 @@ def run(
             previous = state.read(config.state_dir) if options.dry_run else state.load(config.state_dir)
             outcome = _Run(config, options, tools, notify, commit_field or CommitField(), previous).outcome()
             duration = time.monotonic() - started
-            if not options.dry_run and not _save_state(config, previous, outcome, duration) and outcome.status < ExitStatus.USAGE:
+            saved = not options.dry_run and _save_state(config, previous, outcome, duration)
+            if not options.dry_run and not saved and outcome.status < ExitStatus.USAGE:
                 # The sync itself went well, but nothing records it: say so with the status.
                 outcome = dataclasses.replace(outcome, status=ExitStatus.STATE)
     except ComposefluxError as exc:  # the lock: another sync is running; this one did nothing
@@ -143,7 +144,8 @@ def run(
         log.error("Sync not started: %s", message)
         notify(f"not started: {message}")
         return exit_status(exc)
-    _report(outcome, config, notify, out or sys.stdout)
+    # A sync that failed as a whole has had its summary logged already, as its event (MESSAGE_ID).
+    _report(outcome, config, notify, out or sys.stdout, logged=saved and outcome.error is not None)
     return outcome.status
 
 
@@ -178,13 +180,14 @@ def _save_state(config: Config, previous: state.State, outcome: SyncOutcome, dur
     return True
 
 
-def _report(outcome: SyncOutcome, config: Config, notify: Notifier, out: TextIO) -> None:
+def _report(outcome: SyncOutcome, config: Config, notify: Notifier, out: TextIO, logged: bool = False) -> None:
     if outcome.dry_run and outcome.plan is not None:
         for line in outcome.plan.lines():
             print(config.masker(line), file=out)
     summary = config.masker(outcome.summary())
     if outcome.error is not None:
-        log.error("%s", summary[:1].upper() + summary[1:])
+        if not logged:
+            log.error("%s", summary[:1].upper() + summary[1:])
     else:
         log.info("%s", summary)
     notify(summary)
@@ -356,7 +359,9 @@ class _Run:
                 checkout = source.sync(migrate=lambda clone: self._migrate(clone, trees))
         self.checkout = checkout
         self.commit_field.commit = checkout.commit
-        log.info("Checked out %s (%s) from %s branch %s", checkout.short_commit, checkout.subject, config.repo_url, config.branch)
+        where = f"tag {checkout.ref.removeprefix('refs/tags/')}" if checkout.ref else f"branch {config.branch}"
+        signed = f", signed by {checkout.signer}" if checkout.signer else ""
+        log.info("Checked out %s (%s) from %s %s%s", checkout.short_commit, checkout.subject, config.repo_url, where, signed)
 
         self._overlay(checkout, trees)
         discovery = self._discover(checkout, engine)
@@ -404,6 +409,7 @@ class _Run:
                 config.masker(checkout.subject),
                 plan=plan,
                 dry_run=True,
+                signer=checkout.signer,
             )
 
         applier = Applier(tools.compose, config.masker, config.remove_orphans, config.deploy_timeout)
@@ -425,7 +431,7 @@ class _Run:
         cache.save()
         failed = any(stack.action in FAILURES for stack in self.done)
         status = ExitStatus.STACKS_FAILED if failed else ExitStatus.OK
-        return SyncOutcome(status, tuple(self.done), checkout.commit, config.masker(checkout.subject))
+        return SyncOutcome(status, tuple(self.done), checkout.commit, config.masker(checkout.subject), signer=checkout.signer)
 
     def _discover(self, checkout: Checkout, engine: EngineState) -> Discovery:
         missing = [path for path in self.config.stack_paths if not (checkout.path / path).is_dir()]
@@ -550,7 +556,7 @@ class _Run:
             if problems:  # nothing of it is touched; not held back: the engine may change any time
                 log.error("Cannot come up: %s", "; ".join(problems), extra={**fields, ACTION: "failed"})
                 return StackOutcome(planned.name, Action.FAILED, planned.reason, planned.stack_hash, error="; ".join(problems))
-            project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id)
+            project = labelled_project(fresh, engine.managed.get(planned.name), checkout.commit, self.config.instance_id, checkout.signer)
             if planned.name not in engine.managed:
                 # A first deployment: take the name atomically, or leave it to who has it.
                 holder = self.tools_in_use.claim(planned.name, self.config.instance_id)
