@@ -368,6 +368,22 @@ def trigger_command(config_file: Path | None) -> None:
     click.echo(f"Sync requested ({path}); follow it with: journalctl -u composeflux -f")
 
 
+@main.command("webhook")
+@click.option("--listen", metavar="HOST:PORT",
+              help="Serve on a socket of its own (tests, debugging) instead of the one composeflux-webhook.socket passes.")
+@click.option("--prepare", is_flag=True,
+              help="Write what the receiver needs of the configuration (no credential) to $RUNTIME_DIRECTORY/webhook.json, "
+                   "and exit: ExecStartPre= of composeflux-webhook.service, as root.")
+@click.pass_obj
+def webhook_command(config_file: Path | None, /, listen: str | None, prepare: bool) -> None:
+    """Receive signed push webhooks (GitHub, Gitea, Forgejo, Gogs, GitLab) and ask for a sync."""
+    if listen is not None and prepare:
+        raise click.UsageError("--listen and --prepare do not go together")
+    from composeflux import webhook  # the receiver: only for this command
+
+    sys.exit(webhook.run(config_file, listen=listen, do_prepare=prepare))
+
+
 def run_sync(
     config_file: Path | None,
     dry_run: bool,

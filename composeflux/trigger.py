@@ -13,19 +13,36 @@ Who may trigger: root and the members of the ``composeflux-trigger`` group. The 
 the directory (tmpfiles.d) as ``composeflux:composeflux-trigger`` mode 2770: the service user
 empties it, the group adds to it, the setgid bit keeps every request in that group. Membership of
 ``composeflux-trigger`` grants nothing else (not the configuration, not the Docker socket).
+
+The result of the last sync is published next to it, for whoever asked for one and wants to wait
+for it (`composeflux webhook`, ``?wait=1``): ``last-sync.json`` in the result directory
+(/run/composeflux-results, ``composeflux:composeflux-trigger`` mode 0750, tmpfiles.d), replaced
+atomically at the end of every sync. A sync that started after a request was made has drained it
+(the sync empties the spool first), so the first result whose ``started`` is not before the
+request is the answer to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import json
+import math
 import os
 import secrets
+import tempfile
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 DEFAULT_TRIGGER_DIR = Path("/var/spool/composeflux")
+DEFAULT_RESULT_DIR = Path("/run/composeflux-results")
 
 REQUEST_PREFIX = "request-"
+RESULT_FILE = "last-sync.json"
+RESULTS = ("ok", "failed", "error")
+RESULT_POLL = 0.25  # seconds between two looks at the result file while waiting for one
 
 
 class TriggerError(Exception):
@@ -88,3 +105,87 @@ def drain_requests(trigger_dir: Path | str = DEFAULT_TRIGGER_DIR) -> int:
         if entry.name.startswith(REQUEST_PREFIX):
             removed += 1
     return removed
+
+
+def has_pending_request(trigger_dir: Path | str = DEFAULT_TRIGGER_DIR) -> bool:
+    """True when the spool holds anything, so a sync that has not drained it yet will start (the
+    path unit starts one while the directory is not empty): a request made now would add nothing.
+    A missing or unreadable directory holds nothing we know of."""
+    try:
+        with os.scandir(trigger_dir) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
+def publish_result(directory: Path | str, result: Mapping[str, Any]) -> Path | None:
+    """Replace ``last-sync.json`` in ``directory`` with ``result``, atomically (a reader sees the
+    old result or the new one, never half of one); return its path.
+
+    ``result`` holds ``started`` and ``finished`` (Unix times, float), ``status`` (the exit
+    status), ``result`` ("ok", "failed" or "error"), ``summary`` (the summary line) and ``failed``
+    ({stack: reason}). The file is mode 0644: the directory (0750, group composeflux-trigger)
+    decides who may read it. None when the directory does not exist (no one can wait for a result
+    here: a sync run by hand without the package's tmpfiles); TriggerError when it cannot be written.
+    """
+    started = result.get("started")
+    if isinstance(started, bool) or not isinstance(started, int | float) or not math.isfinite(started):
+        raise ValueError("a sync result needs its start time (started: a Unix time)")
+    if result.get("result") not in RESULTS:
+        raise ValueError(f"a sync result's result is one of {', '.join(RESULTS)}")
+    directory = Path(directory)
+    data = json.dumps(dict(result), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{RESULT_FILE}.", suffix=".tmp", dir=directory)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise TriggerError(f"cannot publish the sync's result in {directory}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            os.fchmod(out.fileno(), 0o644)
+        os.replace(temporary, directory / RESULT_FILE)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise TriggerError(f"cannot publish the sync's result in {directory}: {exc.strerror}") from None
+    return directory / RESULT_FILE
+
+
+def read_result(directory: Path | str = DEFAULT_RESULT_DIR) -> dict[str, Any] | None:
+    """The last published result, or None (none yet, unreadable, or not a result)."""
+    try:
+        with open(Path(directory) / RESULT_FILE, "rb") as source:
+            loaded: object = json.loads(source.read(1 << 20))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(loaded, dict):
+        return None
+    result: dict[str, Any] = loaded
+    started = result.get("started")
+    if isinstance(started, bool) or not isinstance(started, int | float):
+        return None
+    return result
+
+
+def wait_for_result(
+    directory: Path | str,
+    requested_at: float,
+    timeout: float,
+    *,
+    poll: float = RESULT_POLL,
+    cancelled: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
+    """Wait until a sync that started at ``requested_at`` (a Unix time, taken before the request
+    was made) or later has published its result, and return that result; None after ``timeout``
+    seconds, or as soon as ``cancelled()`` says nobody waits any more."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = read_result(directory)
+        if result is not None and result["started"] >= requested_at:
+            return result
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or (cancelled is not None and cancelled()):
+            return None
+        time.sleep(min(poll, remaining))
