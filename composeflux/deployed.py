@@ -7,6 +7,7 @@ Containers that composeflux deploys carry these labels (Compose adds its own com
     compose.stack.service-hash=<keyed hash of this service's rendered config and files>
     compose.stack.hash=<keyed hash of the whole stack when this container was created>
     compose.stack.commit=<Git commit this container was created from>
+    compose.stack.signer=<who signed that commit>                      only with VERIFY_SIGNATURES
     compose.stack.image=<the image reference of the compose file>   only on a container a rollback
                                                                     pinned to an image ID
 

@@ -61,6 +61,7 @@ class UnverifiedError(ComposefluxError):
     names the commit or tag and why (unsigned, unknown key, bad signature, expired or revoked key)."""
 
     status = ExitStatus.UNVERIFIED
+    commit: str | None = None  # the commit refused (VERIFY_SIGNATURES=commit), when known
 
 
 class EngineError(ComposefluxError):

@@ -150,8 +150,12 @@ class GitSource:
             else:
                 verified = signatures.verify_commit(self.config.clone_path, head, self.config.trust, self.env)
         except signatures.SignatureError as exc:
-            raise UnverifiedError(f"refused ({exc.reason}): {exc}; VERIFY_SIGNATURES={self.config.verify_signatures}") from None
-        log.info("%s %s is signed by %s", verified.kind.capitalize(), verified.ref.removeprefix("refs/remotes/origin/"), verified.signer)
+            refused = UnverifiedError(f"refused ({exc.reason}): {exc}; VERIFY_SIGNATURES={self.config.verify_signatures}")
+            with contextlib.suppress(*UNUSABLE_CLONE):  # the commit it is about, for the state and the event
+                refused.commit = repo.commit(head).hexsha if self.config.verify_signatures == "commit" else None
+            raise refused from None
+        name = verified.ref.removeprefix("refs/remotes/origin/").removeprefix("refs/tags/")
+        log.info("%s %s (%s) is signed by %s", "Tag" if verified.kind == "tag" else "Branch", name, verified.commit[:12], verified.signer)
         return verified.commit, verified
 
     def sync(self, migrate: Callable[[Path], None] | None = None) -> Checkout:

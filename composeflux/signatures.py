@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import logging
 import os
 import re
@@ -271,6 +272,26 @@ def _tag_name(body: bytes) -> str:
 SSH_GOOD = re.compile(r'^Good "git" signature for (?P<principal>.+) with (?P<algorithm>\S+) key (?P<fingerprint>\S+)\s*$', re.M)
 SSH_UNKNOWN = re.compile(r'^Good "git" signature with (?P<algorithm>\S+) key (?P<fingerprint>\S+)\s*$', re.M)
 GPG_TRUSTED = ("TRUST_FULLY", "TRUST_ULTIMATE")
+
+
+SIGNER_TIME = re.compile(r'(?:^|,)(valid-after|valid-before)="?([0-9]{8}(?:[0-9]{4}(?:[0-9]{2})?)?)(Z?)"?', re.IGNORECASE)
+
+
+def signer_valid_at(line: str, moment: datetime.datetime) -> bool:
+    """Whether an allowed_signers line may sign at `moment` (comments and blank lines are kept:
+    True). Its options field may hold valid-after= and valid-before= times (YYYYMMDD[HHMM[SS]],
+    UTC with a Z, else local time), as ssh-keygen(1) describes them."""
+    fields = line.split()
+    if len(fields) < 3 or line.lstrip().startswith("#"):
+        return True
+    options = fields[1] if not fields[1].startswith(("ssh-", "ecdsa-", "sk-")) else ""
+    for name, digits, utc in SIGNER_TIME.findall(options):
+        layout = {8: "%Y%m%d", 12: "%Y%m%d%H%M", 14: "%Y%m%d%H%M%S"}[len(digits)]
+        when = datetime.datetime.strptime(digits, layout)
+        when = when.replace(tzinfo=datetime.UTC) if utc else when.astimezone()
+        if (name.lower() == "valid-before" and moment >= when) or (name.lower() == "valid-after" and moment < when):
+            return False
+    return True
 
 
 def read_ssh_output(output: str, succeeded: bool, allowed_signers: Path | None) -> Verdict:
@@ -526,14 +547,28 @@ class _Session:
         if kind not in ("ssh", "openpgp"):
             return Verdict(reason=UNKNOWN_KEY, detail=f"signed with a kind of signature composeflux does not accept ({kind})")
         if kind == "ssh":
-            signers = self._existing(self.trust.allowed_signers, "allowed signers file")
+            full = self._existing(self.trust.allowed_signers, "allowed signers file")
+            signers = self._valid_now(full)
             if self.ssh_keygen is None:
                 raise CannotVerify("ssh-keygen is not installed (Debian package openssh-client)")
             trusted: frozenset[str] = frozenset()
         else:
             signers = None
             trusted = self._gnupg()
-        result = self.git(
+        result = self._verify(command, object_id, signers)
+        output = _text(result)
+        if kind == "ssh":
+            verdict = read_ssh_output(output, result.returncode == 0, self.trust.allowed_signers)
+            if verdict.reason == UNKNOWN_KEY and signers != full:
+                # Not among the entries valid now: is it one of those left out (expired)?
+                again = self._verify(command, object_id, full)
+                if read_ssh_output(_text(again), again.returncode == 0, full).reason in (None, EXPIRED_KEY):
+                    return Verdict(reason=EXPIRED_KEY, detail=f"signed with a key whose entry in {full} is not valid now")
+            return verdict
+        return read_gpg_status(output, result.returncode == 0, trusted, self.trust.keyring)
+
+    def _verify(self, command: str, object_id: str, signers: Path | None) -> subprocess.CompletedProcess[bytes]:
+        return self.git(
             "-c", f"gpg.program={self.gpg or 'gpg'}",
             "-c", f"gpg.openpgp.program={self.gpg or 'gpg'}",
             "-c", f"gpg.ssh.program={self.ssh_keygen or 'ssh-keygen'}",
@@ -542,10 +577,22 @@ class _Session:
             "-c", "gpg.minTrustLevel=fully",
             command, "--raw", object_id,
         )  # fmt: skip
-        output = _text(result)
-        if kind == "ssh":
-            return read_ssh_output(output, result.returncode == 0, self.trust.allowed_signers)
-        return read_gpg_status(output, result.returncode == 0, trusted, self.trust.keyring)
+
+    def _valid_now(self, path: Path) -> Path:
+        """The allowed signers valid now: git checks an entry's valid-after/valid-before at the
+        commit's own date, which the signer chooses (a key that expired last year would still
+        verify a commit dated before then); entries not valid at this moment are left out."""
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise CannotVerify(f"cannot read the allowed signers file {path}: {exc.strerror}") from None
+        lines = text.splitlines()
+        kept = [line for line in lines if signer_valid_at(line, datetime.datetime.now(datetime.UTC))]
+        if len(kept) == len(lines):
+            return path
+        current = self.directory / "allowed_signers"
+        current.write_text("\n".join(kept) + "\n", encoding="utf-8")
+        return current
 
     @staticmethod
     def _existing(path: Path | None, what: str) -> Path:

@@ -38,6 +38,7 @@ from composeflux.errors import (
     ExitStatus,
     GitSourceError,
     UnsafePruneError,
+    UnverifiedError,
     exit_status,
     state_error,
 )
@@ -231,10 +232,11 @@ class _Run:
                 message = self.config.masker(f"internal error ({type(exc).__name__}: {exc}); please report it with the log")
             else:
                 message = self.config.masker(str(exc))
+            refused = exc.commit if isinstance(exc, UnverifiedError) else None
             return SyncOutcome(
                 status,
                 self._stacks_so_far(),
-                self.checkout.commit if self.checkout else None,
+                self.checkout.commit if self.checkout else refused,
                 self.config.masker(self.checkout.subject) if self.checkout else None,
                 error=message,
                 plan=self.plan,

@@ -77,6 +77,7 @@ def test_an_unsigned_or_untrusted_head_changes_nothing(cfx, repo, keys, who):
     last = cfx.state().last_sync
     reason = "unsigned" if who is None else "unknown key"
     assert last.result == "error" and last.status == ExitStatus.UNVERIFIED
+    assert last.commit == bad  # the commit refused, for status and the event
     assert f"commit {bad[:12]}" in last.summary and reason in last.summary
     clone = cfx.state_dir / "repo"
     head = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -131,3 +132,31 @@ def test_verifying_needs_trusted_keys(cfx, repo, tmp_path):
     with pytest.raises(ConfigError, match="ALLOWED_SIGNERS"):
         cfx(VERIFY_SIGNATURES="commit", ALLOWED_SIGNERS=str(tmp_path / "missing"))
     assert state.read(cfx.state_dir).last_sync is None
+
+
+def test_an_expired_ssh_key_cannot_sign_by_backdating_the_commit(cfx, repo, keys, monkeypatch):
+    """git checks valid-before at the commit's own date, which whoever signs chooses."""
+    key = (keys["allowed"].parent / "alice.pub").read_text()
+    keys["allowed"].write_text(f'alice@example.org valid-before="20200101" {key}')
+    signing(repo, keys["alice"])
+    repo.add_stack("web")
+    monkeypatch.setenv("GIT_COMMITTER_DATE", "2019-06-01T12:00:00Z")
+    monkeypatch.setenv("GIT_AUTHOR_DATE", "2019-06-01T12:00:00Z")
+    repo.commit("backdated")
+    assert cfx(**verifying(keys)) is ExitStatus.UNVERIFIED
+    assert "unknown key" in cfx.state().last_sync.summary
+
+
+def test_signer_validity_is_judged_now():
+    import datetime
+
+    from composeflux.signatures import signer_valid_at
+
+    now = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.UTC)
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample"
+    assert signer_valid_at(f"alice@example.org {key}", now)
+    assert signer_valid_at(f'alice@example.org valid-before="20270101" {key}', now)
+    assert not signer_valid_at(f'alice@example.org valid-before="20260101Z" {key}', now)
+    assert not signer_valid_at(f'alice@example.org namespaces="git",valid-after="202612030000Z" {key}', now)
+    assert signer_valid_at(f'alice@example.org namespaces="git",valid-after="20261201000000Z" {key}', now)
+    assert signer_valid_at("# a comment valid-before=20000101", now) and signer_valid_at("", now)
