@@ -132,6 +132,14 @@ def unit_failed(unit: str, result: str, lines: Iterable[str], alert: str | None 
     return Event(Kind.UNIT_FAILED, text, None, None, result, alert)
 
 
+# The sync has logged what went wrong with a stack, as an error, when it happened: the event's
+# entry says so in a word (the catalog, `journalctl -x`, explains it; COMPOSEFLUX_REASON has the
+# why), so that each failure is told once in the log.
+TOLD_ALREADY = {
+    Kind.STACK_FAILED: (logging.WARNING, "failed (the error is above; `composeflux status {stack}`)"),
+}
+
+
 def log_events(events: Iterable[Event]) -> None:
     """One journal entry per event, with its MESSAGE_ID and fields (masked as every record is)."""
     for event in events:
@@ -140,6 +148,10 @@ def log_events(events: Iterable[Event]) -> None:
             fields[STACK] = event.stack
         if event.commit:
             fields[COMMIT] = event.commit
+        level = LEVELS[event.kind]
         # The stack's name is in the text already: a text log must not say it twice.
         text = event.text.removeprefix(f"{event.stack}: ") if event.stack else event.text
-        log.log(LEVELS[event.kind], "%s", text, extra=fields)
+        if event.kind in TOLD_ALREADY:
+            level, template = TOLD_ALREADY[event.kind]
+            text = template.format(stack=event.stack)
+        log.log(level, "%s", text, extra=fields)

@@ -100,12 +100,13 @@ def test_the_journal_entry_carries_the_message_id_and_masked_fields(caplog):
     finally:
         logger.removeHandler(handler)
     [record] = records
-    assert record.getMessage() == "failed: bad password ***"
+    # The sync logged the error itself when it happened: the event's entry does not repeat it.
+    assert record.getMessage() == "failed (the error is above; `composeflux status web`)"
     assert getattr(record, MESSAGE_ID) == events.MESSAGE_IDS[Kind.STACK_FAILED]
     assert (getattr(record, STACK), getattr(record, COMMIT), getattr(record, EVENT), getattr(record, REASON)) == (
         "web", "c1", "stack-failed", "***"
     )
-    assert record.levelno == logging.ERROR
+    assert record.levelno == logging.WARNING
 
 
 def test_message_ids_are_distinct_128_bit_ids_and_every_kind_has_one():
