@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from composeflux import secrets
+from composeflux import secrets, trigger
 from composeflux.envfile import parse_env_text
 from composeflux.environment import DEFAULT_LOCAL_ENV_DIR
 from composeflux.errors import ConfigError
@@ -63,6 +63,7 @@ CORE_KEYS = frozenset(
         "LOG_LEVEL",
         "LOG_FORMAT",
         "TRIGGER_DIR",
+        "TRIGGER_RESULT_DIR",
         "MASK_MIN_LENGTH",
         "RETRY_FAILED_MAX",
         "SOPS_AGE_KEY_FILE",
@@ -124,6 +125,7 @@ class Config:
     state_dir: Path
     runtime_dir: Path
     trigger_dir: Path | None
+    result_dir: Path  # TRIGGER_RESULT_DIR: where each sync's result is published (`?wait=1` of the webhook)
     local_env_dir: Path  # LOCAL_ENV_DIR: the host's own <stack>.env files
     settings: Mapping[str, str] = dataclasses.field(repr=False)  # everything, as merged
     # Every credential value the configuration holds (token, password in the URL, provider
@@ -366,6 +368,7 @@ def load(
         state_dir=state_dir,
         runtime_dir=_runtime_dir(environ),
         trigger_dir=Path(trigger_raw) if trigger_raw else None,
+        result_dir=_absolute(settings, "TRIGGER_RESULT_DIR") or trigger.DEFAULT_RESULT_DIR,
         local_env_dir=Path(local_env_raw) if local_env_raw else DEFAULT_LOCAL_ENV_DIR,
         settings=settings,
         credentials=credentials,
@@ -375,6 +378,13 @@ def load(
         sops_identities=load_identities(settings, environ, masker),
     )
     return config
+
+
+def _absolute(settings: Mapping[str, str], key: str) -> Path | None:
+    raw = settings.get(key, "").strip()
+    if raw and not Path(raw).is_absolute():
+        raise ConfigError(f"{key}: must be an absolute path, got {raw!r}")
+    return Path(raw) if raw else None
 
 
 def _verification(settings: Mapping[str, str]) -> dict[str, Any]:

@@ -268,7 +268,8 @@ class GitSource:
             return self._checkout_at(repo, "HEAD" if checkout else target, verified)
 
     def _fetch(self, repo: git.Repo) -> None:
-        if repo.git.remote().split() != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
+        # The remotes as .git/config has them (GitPython reads the file: no git process).
+        if [remote.name for remote in repo.remotes] != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
             self._reset_remote(repo)
         repo.git.fetch("--prune", "--no-tags", "origin", *self.refspecs, kill_after_timeout=GIT_NETWORK_TIMEOUT)
 

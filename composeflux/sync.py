@@ -127,6 +127,7 @@ def run(
 ) -> ExitStatus:
     """Run one sync and report it (log, sd_notify, state file; the plan on `out` for a dry run)."""
     notify = Notifier(config.masker)
+    began = time.time()  # before the drain: a request made from now on is answered by this sync
     if not options.dry_run:
         _drain_trigger_requests(config)
     try:
@@ -147,7 +148,22 @@ def run(
         return exit_status(exc)
     # A sync that failed as a whole has had its summary logged already, as its event (MESSAGE_ID).
     _report(outcome, config, notify, out or sys.stdout, logged=saved and outcome.error is not None)
+    if not options.dry_run:
+        _publish(config, outcome, began)
     return outcome.status
+
+
+def _publish(config: Config, outcome: SyncOutcome, began: float) -> None:
+    """The result for whoever waits for the sync they asked for (the webhook's `?wait=1`), in
+    TRIGGER_RESULT_DIR when it exists; not being able to is a warning, never a failed sync."""
+    result = {
+        "started": began, "finished": time.time(), "status": int(outcome.status), "result": outcome.result,
+        "summary": config.masker(outcome.summary()), "failed": {name: config.masker(why) for name, why in outcome.failed.items()},
+    }
+    try:
+        trigger.publish_result(config.result_dir, result)
+    except trigger.TriggerError as exc:
+        log.warning("%s", exc)
 
 
 def _drain_trigger_requests(config: Config) -> None:

@@ -650,7 +650,7 @@ def target_from_settings(settings: Mapping[str, str], environ: Mapping[str, str]
         "repository": repository,
         "branch": branch,
         "trigger_dir": trigger_dir,
-        "result_dir": str(trigger.DEFAULT_RESULT_DIR),
+        "result_dir": settings.get("TRIGGER_RESULT_DIR", "").strip() or str(trigger.DEFAULT_RESULT_DIR),
     }
 
 

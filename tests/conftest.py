@@ -29,14 +29,17 @@ PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.execut
 # prometheus-node-exporter) is not the tests' to write: the syncs they run, in this process and
 # in the CLIs they start, write no metrics unless a test points METRICS_TEXTFILE somewhere.
 os.environ["METRICS_TEXTFILE"] = "off"
+# Nor is the host's result directory of the webhook (/run/composeflux-results, with the package).
+os.environ["TRIGGER_RESULT_DIR"] = "/nonexistent/composeflux-tests/results"
 
 
 @pytest.fixture(autouse=True)
 def _no_host_metrics(monkeypatch):
-    """Configurations built from an explicit environment find no default metrics directory."""
-    from composeflux import metrics
+    """Configurations built from an explicit environment find no default metrics or result directory."""
+    from composeflux import metrics, trigger
 
     monkeypatch.setattr(metrics, "DEFAULT_DIRECTORY", Path("/nonexistent/composeflux-tests/node-exporter"))
+    monkeypatch.setattr(trigger, "DEFAULT_RESULT_DIR", Path("/nonexistent/composeflux-tests/results"))
 
 
 def run(*command, check=True, timeout=300, **kwargs) -> subprocess.CompletedProcess:

@@ -264,3 +264,23 @@ def test_a_death_counts_for_the_metrics(cfx, repo, outbox, tmp_path):
     reporting.unit_failed(settings, "composeflux.service", death("e" * 32), lines)
     text = target.read_text()
     assert 'composeflux_alerts{kind="unit-failed"} 1' in text and "composeflux_unit_failures_total 1" in text
+
+
+def test_each_sync_publishes_its_result_for_whoever_waits(cfx, repo, tmp_path):
+    import time
+
+    from composeflux import trigger
+
+    results = tmp_path / "results"
+    results.mkdir()
+    repo.add_stack("web")
+    broken(repo)
+    asked = time.time()
+    assert cfx(TRIGGER_RESULT_DIR=str(results), RETRY_FAILED_MAX="0") is ExitStatus.STACKS_FAILED
+    result = trigger.wait_for_result(results, asked, timeout=0)
+    assert result is not None and asked <= result["started"] <= result["finished"]
+    assert (result["status"], result["result"]) == (1, "failed")
+    assert list(result["failed"]) == ["bad"] and "docker compose config failed" in result["failed"]["bad"]
+    assert result["summary"].startswith("1 deployed, 0 unchanged, 0 pruned, 1 failed")
+    cfx(dry_run=True, TRIGGER_RESULT_DIR=str(results))  # a dry run answers no request
+    assert trigger.read_result(results) == result

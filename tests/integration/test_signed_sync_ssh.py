@@ -1,7 +1,9 @@
-"""VERIFY_SIGNATURES through a whole (in-process) sync: real SSH signatures made by `git commit -S`
-with `ssh-keygen` keys (openssh-client, which composeflux depends on), verified by git against an
-allowed-signers file. What is refused changes nothing; what is verified is labelled and recorded.
-The OpenPGP and tag details of the verification itself: tests/integration/test_signatures.py."""
+"""VERIFY_SIGNATURES through a whole in-process sync (the fast lane's harness: local Git, a fake
+`docker compose`): real SSH signatures made by `git commit -S` with `ssh-keygen` keys, verified by
+git against an allowed-signers file. What is refused changes nothing; what is verified is labelled
+and recorded. Here rather than in the fast lane: every test makes keys and runs ssh-keygen and git
+verify-commit, which the lane's time cannot afford. OpenPGP against the real engine:
+test_signed_sync.py; the verification itself: test_signatures.py."""
 
 from __future__ import annotations
 
@@ -13,6 +15,13 @@ from composeflux import state
 from composeflux.deployed import SIGNER
 from composeflux.errors import ConfigError, ExitStatus
 from tests.conftest import service_yaml
+from tests.unit.conftest import Runner, isolated_git, quiet_git_config  # noqa: F401 -- the fast lane's fixtures
+
+
+@pytest.fixture
+def cfx(repo, tmp_path):
+    """An in-process sync with a fake Compose (tests/unit/conftest.py), not the real CLI."""
+    return Runner(repo, tmp_path)
 
 
 def keypair(directory, name):
