@@ -120,3 +120,22 @@ def test_bash_completion_is_clicks(prog):
     var = "_" + prog.replace("-", "_").upper() + "_COMPLETE"
     assert f"{var}=bash_complete" in script
     assert re.search(rf"complete .*-F \S+ {re.escape(prog)}$", script, re.M)
+
+
+WEBHOOK_KEYS = ("WEBHOOK_SECRET", "WEBHOOK_IDLE", "WEBHOOK_WAIT_TIMEOUT", "WEBHOOK_REPOSITORY")
+
+
+@pytest.mark.parametrize("key", WEBHOOK_KEYS)
+def test_every_webhook_setting_is_in_composeflux_webhook_8(key):
+    """The receiver's settings live in its unit's environment, not composeflux.conf: its own page says them."""
+    from composeflux import webhook
+
+    assert key in {webhook.SECRET_KEY, webhook.IDLE_KEY, webhook.WAIT_TIMEOUT_KEY, webhook.REPOSITORY_KEY}
+    assert re.search(rf"(?<![\w-]){key}(?![\w-])", roff_text(MAN / "composeflux-webhook.8")), f"{key} missing from composeflux-webhook(8)"
+
+
+def test_the_webhook_reads_no_other_setting_of_its_own():
+    from composeflux import webhook
+
+    source = Path(webhook.__file__).read_text()
+    assert set(re.findall(r'"(WEBHOOK_[A-Z_]+)"', source)) == set(WEBHOOK_KEYS)
