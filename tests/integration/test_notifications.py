@@ -101,7 +101,7 @@ def test_a_failure_is_told_once_however_many_syncs_it_lasts_and_its_recovery_onc
     commit = repo.commit("an unhealthy stack and a healthy one")
 
     first = cfx.sync(expect=1)
-    assert "failed its health gate" in first.stderr
+    assert f"error: {bad}: Health gate failed: app: " in first.stderr  # the log says it once; the notice too
     [notice] = notices(receiver)
     assert notice["title"] == f"composeflux on {HOST}: {bad} failed"
     assert notice["type"] == "failure"
