@@ -384,6 +384,25 @@ def webhook_command(config_file: Path | None, /, listen: str | None, prepare: bo
     sys.exit(webhook.run(config_file, listen=listen, do_prepare=prepare))
 
 
+def _publish_invalid(config_file: Path | None, exc: ComposefluxError) -> None:
+    """Whoever waits for this sync (the webhook's ?wait=1) hears that it could not start, at once
+    (the result's summary names the problem, never a value: a ConfigError names keys)."""
+    import time
+
+    try:
+        settings = configuration.load_settings(config_file, os.environ, {})
+    except ComposefluxError:
+        settings = {}
+    directory = settings.get("TRIGGER_RESULT_DIR", "").strip() or trigger.DEFAULT_RESULT_DIR
+    now = time.time()
+    result = {"started": now, "finished": now, "status": int(exit_status(exc)), "result": "error",
+              "summary": f"sync not started: invalid configuration: {exc}", "failed": {}}
+    try:
+        trigger.publish_result(directory, result)
+    except trigger.TriggerError as problem:
+        log.warning("%s", problem)
+
+
 def run_sync(
     config_file: Path | None,
     dry_run: bool,
@@ -404,6 +423,8 @@ def run_sync(
     except ComposefluxError as exc:
         log.error("Invalid configuration: %s", exc)
         Notifier(masker)(f"failed: invalid configuration: {exc}")
+        if not dry_run:
+            _publish_invalid(config_file, exc)
         return exit_status(exc)
     logs.setup_logging(config.log_level, config.log_format, config.masker, commit_field)
 

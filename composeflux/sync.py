@@ -145,6 +145,8 @@ def run(
         message = config.masker(str(exc))
         log.error("Sync not started: %s", message)
         notify(f"not started: {message}")
+        if not options.dry_run:  # whoever waits for it hears at once, not at their timeout
+            _publish(config, SyncOutcome(exit_status(exc), error=message), began)
         return exit_status(exc)
     # A sync that failed as a whole has had its summary logged already, as its event (MESSAGE_ID).
     _report(outcome, config, notify, out or sys.stdout, logged=saved and outcome.error is not None)

@@ -633,11 +633,12 @@ def _client(address: Any) -> str:
 def target_from_settings(settings: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
     """What the receiver needs of composeflux.conf: the repository's identity (host/path, never a
     credential), the branch, the spool and the result directory. ConfigError for those alone."""
+    key = REPOSITORY_KEY if environ.get(REPOSITORY_KEY, "").strip() else "GIT_REPO_URL"
     raw = environ.get(REPOSITORY_KEY, "").strip() or settings.get("GIT_REPO_URL", "").strip()
     if not raw:
         raise ConfigError("GIT_REPO_URL: required (the repository whose pushes start a sync)")
     if raw.startswith("-") or any(c.isspace() for c in raw):
-        raise ConfigError("GIT_REPO_URL: not a valid repository URL or path")
+        raise ConfigError(f"{key}: not a valid repository URL or path")
     branch = settings.get("GIT_BRANCH", "").strip() or "main"
     if not configuration.BRANCH_PATTERN.match(branch):
         raise ConfigError(f"GIT_BRANCH: not a valid branch name: {branch!r}")
@@ -645,7 +646,7 @@ def target_from_settings(settings: Mapping[str, str], environ: Mapping[str, str]
     try:
         repository = configuration.repository_identity(raw)
     except ValueError:
-        raise ConfigError("GIT_REPO_URL: not a valid repository URL or path") from None
+        raise ConfigError(f"{key}: not a valid repository URL or path") from None
     return {
         "repository": repository,
         "branch": branch,

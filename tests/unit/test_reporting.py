@@ -284,3 +284,33 @@ def test_each_sync_publishes_its_result_for_whoever_waits(cfx, repo, tmp_path):
     assert result["summary"].startswith("1 deployed, 0 unchanged, 0 pruned, 1 failed")
     cfx(dry_run=True, TRIGGER_RESULT_DIR=str(results))  # a dry run answers no request
     assert trigger.read_result(results) == result
+
+
+def test_a_sync_that_cannot_start_tells_whoever_waits_at_once(cfx, repo, tmp_path):
+    import fcntl
+    import time
+
+    from click.testing import CliRunner
+
+    from composeflux import cli, trigger
+
+    results = tmp_path / "results"
+    results.mkdir()
+    repo.add_stack("web")
+    repo.commit()
+    cfx.state_dir.mkdir()
+    asked = time.time()
+    with open(cfx.state_dir / "sync.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert cfx(LOCK_TIMEOUT="0.2", TRIGGER_RESULT_DIR=str(results)) is ExitStatus.BUSY
+    result = trigger.wait_for_result(results, asked, timeout=0)
+    assert result is not None and (result["status"], result["result"]) == (int(ExitStatus.BUSY), "error")
+    assert "LOCK_TIMEOUT" in result["summary"]
+
+    asked = time.time()
+    cfx.conf.write_text("GIT_BRANCH=..bad\n")
+    outcome = CliRunner().invoke(cli.sync_main, ["--config", str(cfx.conf)], env={**cfx.settings, "TRIGGER_RESULT_DIR": str(results)})
+    assert outcome.exit_code == ExitStatus.CONFIG
+    result = trigger.wait_for_result(results, asked, timeout=0)
+    assert result is not None and (result["status"], result["result"]) == (int(ExitStatus.CONFIG), "error")
+    assert result["summary"].startswith("sync not started: invalid configuration: GIT_BRANCH")
