@@ -3,9 +3,10 @@
 Builds the .deb from this checkout, boots a cached debootstrap image, installs the package with
 apt (which pulls docker.io and docker-compose from Debian; apprise, only recommended, is installed
 for the notification tests), serves a Git repository from the host (a bare repository
-bind-mounted read-only) and checks the units do what composeflux(8) says.
+bind-mounted read-only) and checks the units do what composeflux(8) and composeflux-webhook(8)
+say (the webhook over real HTTP, as a forge sends it, through the socket systemd holds).
 
-Part of the suite (about 3.5 minutes with the cached image, 4 without). Needs root, a running
+Part of the suite (about 4 minutes with the cached image, 4.5 without). Needs root, a running
 dockerd, debootstrap and lintian (tests/e2e/setup.sh) and the Debian registry; skipped when any is
 missing, or with COMPOSEFLUX_E2E=0. COMPOSEFLUX_E2E_KEEP=1 keeps the container for a post-mortem.
     /usr/bin/python3 -m pytest tests/e2e -v
@@ -14,9 +15,12 @@ The tests in this module run in order and share one booted system.
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import time
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import forges
 from tests.sopsenc import age_keygen, encrypt_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,6 +134,71 @@ NOTIFY_UNIT = "composeflux-notify@composeflux.service.service"
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 STACK_FAILED_ID = "b2c9783b03be451c89e692e34f7b41c1"  # composeflux/events.py, MESSAGE_IDS[Kind.STACK_FAILED]
 UNIT_FAILED_ID = "64292bc310a34ff3832e39b47391c86e"  # MESSAGE_IDS[Kind.UNIT_FAILED]
+UNIT_STARTING_ID = "7d4958e842da4a758f6c1cdc7b36dcc5"  # systemd's "Starting UNIT..." (SD_MESSAGE_UNIT_STARTING)
+UNIT_STARTED_ID = "39f53479d3a045ac8e11786248231fbf"  # "Started UNIT." (SD_MESSAGE_UNIT_STARTED)
+
+WEBHOOK_UNIT = "composeflux-webhook.service"
+WEBHOOK_DROPINS = "/etc/systemd/system/composeflux-webhook.service.d"
+# The repository as a forge would name it in its payloads: the same host/path as GIT_REPO_URL
+# (gitsrv@localhost:/srv/git/stacks.git), another transport, as with a real forge.
+WEBHOOK_WEB = "https://localhost/srv/git/stacks"
+# A stand-in for LoadCredential=WEBHOOK_SECRET:/etc/composeflux/webhook-secret where systemd cannot
+# mount credential directories (this container, for any unit): the same file, root-owned outside,
+# copied as root ("+") into the service's RuntimeDirectory= for its dynamic user, mode 0400, and
+# $CREDENTIALS_DIRECTORY pointing there; the receiver reads it exactly as it reads a credential.
+WEBHOOK_CREDENTIAL_STANDIN = """\
+[Service]
+LoadCredential=
+Environment=CREDENTIALS_DIRECTORY=/run/composeflux-webhook/creds
+ExecStartPre=+/bin/sh -c "u=$$(stat -c %%u $$RUNTIME_DIRECTORY); install -d -m 0700 -o $$u $$RUNTIME_DIRECTORY/creds; \
+install -m 0400 -o $$u /etc/composeflux/webhook-secret $$RUNTIME_DIRECTORY/creds/WEBHOOK_SECRET"
+"""
+
+# The forge's side, in the container: POSTs the deliveries of a JSON file to the socket
+# (127.0.0.1:9417, systemd's), `threads` at a time; prints each answer with when it was sent and
+# answered (Unix times, the clock of the container and of its engine).
+WEBHOOK_CLIENT = """\
+import base64
+import concurrent.futures
+import http.client
+import json
+import sys
+import time
+
+
+def post(request):
+    body = base64.b64decode(request["body"]) if "body" in request else b"x" * request["size"]
+    sent = time.time()
+    connection = http.client.HTTPConnection("127.0.0.1", 9417, timeout=request["timeout"])
+    try:
+        connection.request("POST", request["target"], body=body, headers=request["headers"])
+        response = connection.getresponse()
+        return {"status": response.status, "text": response.read().decode(), "sent": sent, "answered": time.time()}
+    except OSError as exc:
+        return {"status": None, "text": repr(exc), "sent": sent, "answered": time.time()}
+    finally:
+        connection.close()
+
+
+with open(sys.argv[1], encoding="utf-8") as source:
+    requests = json.load(source)
+with concurrent.futures.ThreadPoolExecutor(int(sys.argv[2])) as pool:
+    print(json.dumps(list(pool.map(post, requests))))
+"""
+
+# connect(2) to a Unix socket: exit 0 when it answers, 1 (and why) when it does not.
+SOCKET_PROBE = """\
+import socket
+import sys
+
+probe = socket.socket(socket.AF_UNIX)
+try:
+    probe.connect(sys.argv[1])
+except OSError as exc:
+    print(f"cannot connect: {exc}")
+    sys.exit(1)
+print("connected")
+"""
 
 
 def catalog_entry(message_id: str, fields: dict[str, str]) -> list[str]:
@@ -274,6 +344,56 @@ class Repo:
         self.git("add", "-A")
         self.git("commit", "-q", "-m", message)
         self.git("push", "-q", "origin", f"HEAD:{branch}")
+
+
+class Webhook:
+    """The forge's side of composeflux-webhook.socket: signed deliveries (tests/fakes/forges.py)
+    of the test repository's head, sent from inside the container."""
+
+    def __init__(self, system: System, repo: Repo, secret: bytes):
+        self.system = system
+        self.repo = repo
+        self.secret = secret
+
+    def delivery(self, forge: str = "github", *, ref: str = "refs/heads/main", secret: bytes | None = None,
+                 target: str = "/", size: int | None = None, commit: str | None = None, timeout: float = 60) -> dict:
+        """A push of ``ref`` as ``forge`` sends it; ``size``: a body of that many bytes instead."""
+        commit = commit or self.repo.git("rev-parse", "HEAD").stdout.strip()
+        payload = forges.push_payload(forge, ref=ref, after=commit, web=WEBHOOK_WEB)
+        headers, body = forges.delivery(forge, payload, self.secret if secret is None else secret)
+        request: dict = {"headers": headers, "target": target, "timeout": timeout}
+        if size is None:
+            request["body"] = base64.b64encode(body).decode("ascii")
+        else:
+            request["size"] = size
+        return request
+
+    def post(self, *requests: dict, threads: int = 1) -> list[dict]:
+        """Each request's answer: status, text, and the Unix times it was sent and answered."""
+        name = f"webhook-{uuid.uuid4().hex[:8]}.json"
+        (self.system.workdir / name).write_text(json.dumps(list(requests)))
+        return json.loads(self.system.out(f"python3 /e2e/webhook_client.py /e2e/{name} {threads}"))
+
+    def log(self) -> str:
+        return self.system.sh(f"journalctl -q -o cat -u {WEBHOOK_UNIT}", check=False).stdout
+
+    def requested(self) -> int:
+        """Sync requests the receiver logged (one per push it accepted, whether it added one to the spool or found one)."""
+        return len(re.findall(r"^webhook: .*: (?:sync requested|a sync is already requested)$", self.log(), re.M))
+
+
+def started_at(system: System, container: str) -> float:
+    """A container's State.StartedAt as a Unix time (the engine's RFC 3339, nanoseconds)."""
+    raw = system.out(f"docker inspect -f '{{{{.State.StartedAt}}}}' {container}")
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z", raw)
+    assert match, raw
+    return datetime.datetime.fromisoformat(match.group(1) + "+00:00").timestamp() + float(match.group(2) or 0)
+
+
+def systemd_event(system: System, unit: str, message_id: str, after: float) -> float | None:
+    """When systemd first logged ``message_id`` about ``unit`` after the Unix time ``after``."""
+    times = [int(e["__REALTIME_TIMESTAMP"]) / 1e6 for e in system.journal("_PID=1", f"UNIT={unit}", f"MESSAGE_ID={message_id}")]
+    return min((t for t in times if t >= after), default=None)
 
 
 def cleanup_stale_containers():
@@ -703,18 +823,229 @@ def test_a_sync_killed_by_its_timeout_is_told_once(system, repo, receiver):
     assert posts[0]["message"].startswith("composeflux sync: recovered (was: composeflux.service failed: timeout"), posts
 
 
+@pytest.fixture(scope="class")
+def webhook(system, repo):
+    """composeflux-webhook.socket enabled as composeflux-webhook(8) says: the secret in
+    /etc/composeflux/webhook-secret (root, 0600), `systemctl enable --now`. Disabled, its drop-ins
+    and the secret removed after the class: the tests after it see the package as installed."""
+    secret = secrets.token_hex(32)
+    (system.workdir / "webhook_client.py").write_text(WEBHOOK_CLIENT)
+    (system.workdir / "socket_probe.py").write_text(SOCKET_PROBE)
+    system.sh(f"install -m 0600 -o root -g root /dev/stdin /etc/composeflux/webhook-secret <<'EOF'\n{secret}\nEOF")
+    # The unit hands the secret over with LoadCredential=. systemd 257 in this unprivileged container
+    # cannot mount a credential directory for any unit (see the credential test above): measured
+    # here with a probe, and then a drop-in stands in for it (WEBHOOK_CREDENTIAL_STANDIN says how).
+    probe = system.sh(
+        "systemd-run --wait --pipe -q -p LoadCredential=PROBE:/etc/hostname sh -c 'cat \"$CREDENTIALS_DIRECTORY/PROBE\"'",
+        check=False,
+    )
+    if probe.returncode != 0:
+        print(f"\nLoadCredential= cannot be mounted here ({probe.stderr.strip()}): the webhook's secret goes through a stand-in")
+        system.sh(f"mkdir -p {WEBHOOK_DROPINS} && cat > {WEBHOOK_DROPINS}/cfx-e2e-credential.conf <<'EOF'\n{WEBHOOK_CREDENTIAL_STANDIN}EOF")
+    system.sh("systemctl daemon-reload && systemctl enable --now composeflux-webhook.socket")
+    try:
+        yield Webhook(system, repo, secret.encode("ascii"))
+    finally:
+        system.sh(
+            f"systemctl disable --now composeflux-webhook.socket; systemctl stop {WEBHOOK_UNIT};"
+            f" rm -rf {WEBHOOK_DROPINS} /etc/composeflux/webhook-secret; systemctl daemon-reload",
+            check=False,
+        )
+
+
+class TestWebhook:
+    """composeflux-webhook.socket and .service on the booted system, spoken to over HTTP as a forge
+    would (127.0.0.1:9417; systemd holds the socket and passes it)."""
+
+    def test_a_signed_github_push_deploys_through_the_spool(self, system, repo, webhook):
+        """Socket activation: nothing runs until the first connection; a GitHub push to main with a
+        valid X-Hub-Signature-256 gets 202 and a request in the spool, composeflux.path starts the
+        sync, and the change pushed is deployed. The push-to-running latency is printed, not judged."""
+        assert system.prop("composeflux-webhook.socket", "UnitFileState") == "enabled"
+        assert system.prop("composeflux-webhook.socket", "SubState") == "listening"
+        assert system.prop(WEBHOOK_UNIT, "ActiveState") == "inactive"  # started by the first connection only
+        system.wait_idle()
+        before = len(system.invocations())
+        old = system.container_id("web-web-1")
+        repo.write_stack("web", "hello webhook")
+        repo.commit_and_push("web: through the webhook")
+        [answer] = webhook.post(webhook.delivery("github"))
+        sent = answer["sent"]
+        print(f"\nwebhook: {answer['status']} {answer['text'].strip()!r} after {answer['answered'] - sent:.2f} s"
+              " (the receiver started by the socket)")
+        assert (answer["status"], answer["text"]) == (202, "sync requested\n"), answer
+        wait_until(lambda: "GREETING=hello webhook" in system.env_of("web-web-1") and system.running("web-web-1"),
+                   90, "web to run the pushed change")
+        running = started_at(system, "web-web-1")
+        print(f"webhook push-to-running latency: {running - sent:.2f} s (from the request to the new container's StartedAt)")
+        system.wait_idle()
+        assert system.container_id("web-web-1") != old  # recreated with the new environment
+        assert system.prop("composeflux.service", "Result") == "success"
+        assert len(system.invocations()) == before + 1
+        assert system.out("ls -A /var/spool/composeflux") == ""
+        assert "GREETING=db v1" in system.env_of("db-db-1")
+        # The parts, from systemd's journal and the sync's published result.
+        receiver = systemd_event(system, WEBHOOK_UNIT, UNIT_STARTED_ID, sent)
+        unit = systemd_event(system, "composeflux.service", UNIT_STARTING_ID, sent)
+        result = json.loads(system.out("cat /run/composeflux-results/last-sync.json"))
+        parts = [("receiver started", receiver), ("answered", answer["answered"]), ("composeflux.service starting", unit),
+                 ("sync began", result["started"]), ("container started", running), ("sync finished", result["finished"])]
+        print("webhook timeline from the request: " + ", ".join(f"{what} +{at - sent:.2f} s" for what, at in parts if at))
+        assert result["result"] == "ok" and result["started"] >= sent, result
+        assert "github push to refs/heads/main" in webhook.log()
+
+    def test_the_receiver_cannot_reach_the_docker_socket(self, system, webhook):
+        """A dynamic user with no capability and no docker group; and even with that group, the
+        Docker socket is not there in its mount namespace (InaccessiblePaths=)."""
+        [answer] = webhook.post(webhook.delivery("github", ref="refs/heads/elsewhere"))  # it runs (WEBHOOK_IDLE 120 s)
+        assert answer["status"] == 202, answer
+        assert system.prop(WEBHOOK_UNIT, "ActiveState") == "active"
+        pid = system.prop(WEBHOOK_UNIT, "MainPID")
+        status = dict(line.split(":", 1) for line in system.out(f"cat /proc/{pid}/status").splitlines())
+        uid = status["Uid"].split()
+        docker_gid, trigger_gid = (system.out(f"getent group {name} | cut -d: -f3") for name in ("docker", "composeflux-trigger"))
+        assert len(set(uid)) == 1 and uid[0] not in ("0", system.out("id -u composeflux")), status["Uid"]
+        assert trigger_gid in status["Groups"].split() and docker_gid not in status["Groups"].split(), status["Groups"]
+        for caps in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            assert int(status[caps], 16) == 0, (caps, status[caps])
+        assert status["NoNewPrivs"].strip() == "1"
+        # Its mount namespace through /proc/PID/root, as its own user (root here has no CAP_SYS_PTRACE:
+        # nsenter is refused), with the docker group added: more than the service has. Only
+        # /run/docker.sock: /var/run is an absolute symlink, which /proc/PID/root resolves in ours.
+        # (The probe on stdin: /e2e is root's alone.)
+        as_it = f"setpriv --reuid={uid[0]} --regid={uid[0]} --groups=composeflux-trigger,docker python3 -"
+        inside = system.sh(f"{as_it} /proc/{pid}/root/run/docker.sock < /e2e/socket_probe.py", check=False)
+        outside = system.sh(f"{as_it} /run/docker.sock < /e2e/socket_probe.py", check=False)
+        assert outside.returncode == 0, outside.stdout + outside.stderr  # the probe can succeed
+        assert inside.returncode == 1 and "cannot connect" in inside.stdout, inside.stdout + inside.stderr
+        print(f"\nthe receiver (uid {uid[0]}, groups {status['Groups'].strip()}) and /run/docker.sock: {inside.stdout.strip()}")
+        # What the unit says that comes from.
+        shown = system.out(f"systemctl show {WEBHOOK_UNIT} -p User -p DynamicUser -p SupplementaryGroups -p InaccessiblePaths")
+        assert dict(line.split("=", 1) for line in shown.splitlines()) == {
+            "User": "composeflux-webhook", "DynamicUser": "yes", "SupplementaryGroups": "composeflux-trigger",
+            "InaccessiblePaths": "-/run/docker.sock -/var/run/docker.sock",
+        }
+
+    def test_a_signed_gitea_push_asks_for_a_sync(self, system, webhook):
+        system.wait_idle()
+        before = len(system.invocations())
+        [answer] = webhook.post(webhook.delivery("gitea"))
+        assert (answer["status"], answer["text"]) == (202, "sync requested\n"), answer
+        wait_until(lambda: len(system.invocations()) > before, 30, "the sync the push asks for")
+        system.wait_idle()
+        assert system.prop("composeflux.service", "Result") == "success"
+        assert "gitea push to refs/heads/main" in webhook.log()
+
+    def test_refused_and_ignored_deliveries_start_no_sync(self, system, webhook):
+        """A wrong signature (401), a push to another branch (202, ignored) and a body over 1 MiB
+        (413): nothing in the spool, no sync, and the log says why without the secret."""
+        system.wait_idle()
+        before, requested = len(system.invocations()), webhook.requested()
+        answers = webhook.post(
+            webhook.delivery("github", secret=b"not the secret"),
+            webhook.delivery("gitea", secret=b"not the secret"),
+            webhook.delivery("github", ref="refs/heads/dev"),
+            webhook.delivery("github", size=(1 << 20) + 1),
+        )
+        assert [(a["status"], a["text"]) for a in answers] == [
+            (401, "unauthorized\n"), (401, "unauthorized\n"), (202, "ignored: refs/heads/dev is not refs/heads/main\n"),
+            (413, f"the body is larger than {1 << 20} bytes\n"),
+        ], answers
+        assert system.out("ls -A /var/spool/composeflux") == ""
+        time.sleep(2)  # would a sync start?
+        assert len(system.invocations()) == before
+        assert system.idle()
+        log = webhook.log()
+        assert webhook.requested() == requested
+        assert log.count("has no valid signature (401)") >= 2
+        assert "github push to refs/heads/dev" in log and "ignored: not refs/heads/main" in log
+        assert "refused (413): the body is larger than" in log
+        assert webhook.secret.decode() not in log
+
+    def test_wait_answers_with_the_syncs_result(self, system, repo, webhook):
+        """?wait=1: 200 with the summary of the sync the push asked for once it ends; 500 and the
+        failed stack when one fails."""
+        system.wait_idle()
+        [answer] = webhook.post(webhook.delivery("github", target="/?wait=1", timeout=150))
+        result = json.loads(system.out("cat /run/composeflux-results/last-sync.json"))
+        assert answer["status"] == 200, answer
+        assert answer["text"] == f"sync ok: {result['summary']}\n" and "unchanged" in answer["text"], (answer, result)
+        assert answer["sent"] <= result["started"] <= result["finished"] <= answer["answered"], (answer, result)
+        print(f"\n?wait=1: {answer['text'].strip()!r} after {answer['answered'] - answer['sent']:.2f} s")
+        broken = repo.path / "stacks" / "broken"
+        broken.mkdir()
+        (broken / "compose.yaml").write_text("services:\n  bad:\n    image: cfx-e2e/busybox:latest\n    ports: ['not a port']\n")
+        repo.commit_and_push("broken stack, for ?wait=1")
+        try:
+            system.wait_idle()
+            [failed] = webhook.post(webhook.delivery("github", target="/?wait=1", timeout=150))
+            lines = failed["text"].splitlines()
+            assert failed["status"] == 500, failed
+            assert lines[0].startswith("sync failed (exit status 1): ") and "(broken)" in lines[0], lines
+            assert [line for line in lines[1:] if line.startswith("broken: ")], lines
+            assert system.running("web-web-1") and system.running("db-db-1")
+        finally:
+            shutil.rmtree(broken)
+            repo.commit_and_push("remove the broken stack")
+            system.wait_idle()
+            fixed = system.sh("systemctl start composeflux-sync", check=False)
+        assert fixed.returncode == 0, system.out("journalctl -u composeflux -n 30 --no-pager")
+
+    def test_a_burst_of_pushes_gives_at_most_two_syncs(self, system, repo, webhook):
+        """50 signed pushes, 8 at a time: each gets 202; while a request waits in the spool no
+        other is made, so one sync, or one more for the pushes that came after its drain."""
+        system.wait_idle()
+        before, requested = len(system.invocations()), webhook.requested()
+        commit = repo.git("rev-parse", "HEAD").stdout.strip()
+        answers = webhook.post(*(webhook.delivery("github", commit=commit) for _ in range(50)), threads=8)
+        texts = [(a["status"], a["text"]) for a in answers]
+        made = texts.count((202, "sync requested\n"))
+        assert made >= 1 and made + texts.count((202, "a sync is already requested\n")) == 50, texts
+        wait_until(lambda: len(system.invocations()) > before, 30, "the sync the burst asks for")
+        system.wait_idle()
+        time.sleep(2)  # would another sync start?
+        system.wait_idle()
+        runs = len(system.invocations()) - before
+        took = max(a["answered"] for a in answers) - min(a["sent"] for a in answers)
+        print(f"\nwebhook burst: 50 pushes answered in {took:.2f} s, {made} request(s) in the spool, {runs} sync(s)")
+        assert 1 <= runs <= 2, runs
+        assert made <= runs  # each request made was answered by a sync of its own
+        assert system.out("ls -A /var/spool/composeflux") == ""
+        wait_until(lambda: webhook.requested() == requested + 50, 10, "the receiver's log of the burst")
+
+    def test_the_receiver_exits_when_idle_and_the_socket_starts_it_again(self, system, webhook):
+        system.sh(
+            f"mkdir -p {WEBHOOK_DROPINS} && printf '[Service]\\nEnvironment=WEBHOOK_IDLE=3\\n' > {WEBHOOK_DROPINS}/cfx-e2e-idle.conf"
+            f" && systemctl daemon-reload && systemctl stop {WEBHOOK_UNIT}"
+        )
+        assert system.prop("composeflux-webhook.socket", "SubState") == "listening"
+        [answer] = webhook.post(webhook.delivery("github", ref="refs/heads/dev"))
+        assert answer["status"] == 202, answer
+        first = system.prop(WEBHOOK_UNIT, "InvocationID")
+        wait_until(lambda: system.prop(WEBHOOK_UNIT, "ActiveState") == "inactive", 30, "the receiver to exit when idle")
+        assert system.prop(WEBHOOK_UNIT, "Result") == "success" and system.prop(WEBHOOK_UNIT, "ExecMainStatus") == "0"
+        assert system.prop("composeflux-webhook.socket", "SubState") == "listening"
+        wait_until(lambda: "no request for 3 s: exiting (the socket starts it again)" in system.log_of(first), 10,
+                   "the receiver's last log line")
+        [again] = webhook.post(webhook.delivery("github", ref="refs/heads/dev"))
+        assert again["status"] == 202, again
+        assert system.prop(WEBHOOK_UNIT, "ActiveState") == "active"
+        assert system.prop(WEBHOOK_UNIT, "InvocationID") != first
+
+
 def test_systemd_analyze_verify_and_security(system):
     result = system.sh(
         "systemd-analyze verify composeflux.service composeflux.timer composeflux.path composeflux-sync.service"
-        f" composeflux-update.service composeflux-update.timer {NOTIFY_UNIT}",
+        f" composeflux-update.service composeflux-update.timer {NOTIFY_UNIT} composeflux-webhook.socket {WEBHOOK_UNIT}",
         check=False,
     )
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
-    for unit in ("composeflux.service", "composeflux-update.service", NOTIFY_UNIT):
+    # The webhook receiver faces the network: held to a stricter bound than the others.
+    for unit, bound in (("composeflux.service", 2.0), ("composeflux-update.service", 2.0), (NOTIFY_UNIT, 2.0), (WEBHOOK_UNIT, 1.5)):
         report = system.out(f"systemd-analyze security --no-pager {unit}")
         exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}: ([\d.]+)", report).group(1))
         print(f"\nsystemd-analyze security {unit}: {exposure}")
-        assert exposure <= 2.0, report
+        assert exposure <= bound, report
 
 
 def test_the_update_check_runs_under_its_unit(system):
