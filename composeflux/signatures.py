@@ -31,18 +31,18 @@ no verdict on any signature, and never a reason to fall back to an older tag.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+
+from composeflux.processes import run_bounded
 
 log = logging.getLogger(__name__)
 
@@ -409,35 +409,15 @@ def _first_line(output: str) -> str:
 def _run(
     command: Sequence[str], env: Mapping[str, str], stdin: bytes | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    """One bounded process: its own session (no terminal, a group killed as a whole at the
-    deadline). CannotVerify when it cannot be started or does not finish within TIMEOUT."""
+    """One bounded process (processes.py: its own session, its group killed at the deadline).
+    CannotVerify when it cannot be started or does not finish within TIMEOUT."""
     name = Path(command[0]).name
     try:
-        process = subprocess.Popen(
-            list(command),
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            cwd=cwd,
-            start_new_session=True,
-        )
+        return run_bounded(command, env=env, timeout=TIMEOUT, stdin=stdin, cwd=cwd)
     except OSError as error:
         raise CannotVerify(f"{name} could not be started ({error.strerror})") from None
-    try:
-        stdout, stderr = process.communicate(stdin, timeout=TIMEOUT)
-    except BaseException as error:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        process.wait()
-        if isinstance(error, subprocess.TimeoutExpired):
-            raise CannotVerify(f"{name} did not finish within {TIMEOUT:.0f} s") from None
-        raise
-    return subprocess.CompletedProcess(list(command), process.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        raise CannotVerify(f"{name} did not finish within {TIMEOUT:.0f} s") from None
 
 
 def _text(result: subprocess.CompletedProcess[bytes]) -> str:

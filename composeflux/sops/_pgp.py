@@ -10,14 +10,13 @@ in a process group of its own that is killed as a whole when the deadline passes
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from typing import TYPE_CHECKING
 
+from composeflux.processes import run_bounded
 from composeflux.sops._errors import SopsError
 
 if TYPE_CHECKING:
@@ -44,27 +43,14 @@ def _run(gpg: str, message: bytes, environment: dict[str, str], timeout: float) 
     """One `gpg --decrypt` of one message: (data key, "") or (None, why not)."""
     command = [gpg, "--batch", "--quiet", "--no-tty", "--pinentry-mode", "error", "--decrypt"]
     try:
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment, start_new_session=True
-        )
+        # The whole group at the deadline: gpg and whatever it started in it (processes.py).
+        result = run_bounded(command, env=environment, timeout=timeout, stdin=message)
     except OSError as error:
         return None, f"gpg could not be started ({error.strerror})"
-    try:
-        stdout, stderr = process.communicate(message, timeout=timeout)
-    except BaseException as error:
-        # The whole group: gpg and whatever it started in it. Then the pipes are closed rather
-        # than drained, in case something that left the group (a daemonised agent) holds them.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        for stream in (process.stdin, process.stdout, process.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        process.wait()
-        if isinstance(error, subprocess.TimeoutExpired):
-            return None, f"gpg did not finish within {timeout:.0f} s"
-        raise
-    if process.returncode != 0:
+    except subprocess.TimeoutExpired:
+        return None, f"gpg did not finish within {timeout:.0f} s"
+    stdout, stderr = result.stdout, result.stderr
+    if result.returncode != 0:
         return None, _reason(stderr)
     if len(stdout) != DATA_KEY_SIZE:
         return None, f"gpg returned {len(stdout)} bytes instead of a {DATA_KEY_SIZE}-byte data key"
