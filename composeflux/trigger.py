@@ -24,17 +24,17 @@ request is the answer to it.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from composeflux.atomic import replace_file
 
 DEFAULT_TRIGGER_DIR = Path("/var/spool/composeflux")
 DEFAULT_RESULT_DIR = Path("/run/composeflux-results")
@@ -136,19 +136,10 @@ def publish_result(directory: Path | str, result: Mapping[str, Any]) -> Path | N
     directory = Path(directory)
     data = json.dumps(dict(result), sort_keys=True, ensure_ascii=False).encode("utf-8")
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{RESULT_FILE}.", suffix=".tmp", dir=directory)
+        replace_file(directory / RESULT_FILE, data, 0o644)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise TriggerError(f"cannot publish the sync's result in {directory}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            os.fchmod(out.fileno(), 0o644)
-        os.replace(temporary, directory / RESULT_FILE)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
         raise TriggerError(f"cannot publish the sync's result in {directory}: {exc.strerror}") from None
     return directory / RESULT_FILE
 

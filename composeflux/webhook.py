@@ -49,7 +49,6 @@ import os
 import re
 import selectors
 import socket
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -58,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 from composeflux import config as configuration, trigger
+from composeflux.atomic import replace_file
 from composeflux.errors import ConfigError, ExitStatus
 from composeflux.settings import seconds
 
@@ -666,19 +666,9 @@ def prepare(config_file: Path | None, environ: Mapping[str, str]) -> Path:
     target = target_from_settings(configuration.load_settings(config_file, environ, {}), environ)
     directory = runtime_dir(environ)
     try:
-        fd, temporary = tempfile.mkstemp(prefix=f".{PREPARED_FILE}.", dir=directory)
+        replace_file(directory / PREPARED_FILE, (json.dumps(target, indent=2, sort_keys=True) + "\n").encode("utf-8"), 0o644)
     except OSError as exc:
         raise ConfigError(f"{directory}: cannot write {PREPARED_FILE}: {exc.strerror} (RuntimeDirectory= of the unit)") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(target, out, indent=2, sort_keys=True)
-            out.write("\n")
-            os.fchmod(out.fileno(), 0o644)
-        os.replace(temporary, directory / PREPARED_FILE)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise ConfigError(f"{directory}: cannot write {PREPARED_FILE}: {exc.strerror}") from None
     return directory / PREPARED_FILE
 
 
