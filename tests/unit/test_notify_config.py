@@ -10,8 +10,7 @@ from composeflux import config, notifications
 from composeflux.errors import ConfigError
 from composeflux.events import DEFAULT_NOTIFY, Kind
 from composeflux.settings import seconds
-
-MINIMAL = "GIT_REPO_URL=https://git.example.org/home/stacks.git\nSTACK_PATH=stacks\n"
+from tests.unit.test_config import MINIMAL, load as load_config
 
 
 @pytest.fixture(autouse=True)
@@ -20,16 +19,7 @@ def apprise_installed(monkeypatch):
 
 
 def load(tmp_path, text="", credentials=None, **env):
-    conf = tmp_path / "composeflux.conf"
-    conf.write_text(MINIMAL + text)
-    environ = {"STATE_DIRECTORY": str(tmp_path / "state"), **env}
-    if credentials:
-        directory = tmp_path / "credentials"
-        directory.mkdir()
-        for key, value in credentials.items():
-            (directory / key).write_text(value + "\n")
-        environ["CREDENTIALS_DIRECTORY"] = str(directory)
-    return config.load(conf, environ)
+    return load_config(tmp_path, MINIMAL + text, env=env, credentials=credentials)
 
 
 def test_defaults(tmp_path):
