@@ -1,12 +1,11 @@
-"""What the Docker engine runs now, read through the Docker SDK in one API call."""
+"""What the Docker engine runs now and the few changes composeflux makes to it directly (name
+claims, restarts, image removal), over the Engine API (dockerapi.py): `docker compose` does
+the rest. Each function opens one connection for its calls and closes it; errors become
+EngineError naming what was being done."""
 
 from __future__ import annotations
 
 import re
-
-import docker
-import docker.errors
-import requests.exceptions
 
 from composeflux.deployed import (
     COMPOSE_ONEOFF,
@@ -21,6 +20,7 @@ from composeflux.deployed import (
     RunningImage,
     engine_state,
 )
+from composeflux.dockerapi import TIMEOUT, Client, EngineAPIError, EngineUnreachable, NotFound
 from composeflux.errors import EngineError
 from composeflux.health import ContainerHealth
 from composeflux.preflight import EngineFacts
@@ -32,9 +32,9 @@ HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)$")  # the end of 
 
 def read_state(instance_id: str) -> EngineState:
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        listing = client.api.containers(all=True, filters={"label": COMPOSE_PROJECT})
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        with Client() as client:
+            listing = client.get("/containers/json", all=1, filters={"label": [COMPOSE_PROJECT]})
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot list containers from the Docker engine: {exc}") from None
     pairs = []
     for item in listing:
@@ -59,25 +59,22 @@ def _container(item: dict[str, JSON], labels: dict[str, str]) -> Container:
 def inspect_project(project: str) -> list[ContainerHealth]:
     """The containers of one Compose project (label com.docker.compose.project=<project>, one-off
     `run` containers excluded), each inspected: for the health gate, which calls this once per
-    poll. One client per call, closed at the end (the gate polls every half second). A container
-    removed between the listing and its inspection is left out: the gate reads a watched one
-    missing as removed."""
+    poll. One connection per call, closed at the end (the gate polls every half second). A
+    container removed between the listing and its inspection is left out: the gate reads a
+    watched one missing as removed."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        try:
-            listing = client.api.containers(all=True, filters={"label": f"{COMPOSE_PROJECT}={project}"})
+        with Client() as client:
+            listing = client.get("/containers/json", all=1, filters={"label": [f"{COMPOSE_PROJECT}={project}"]})
             found = []
             for item in listing:
                 if (item.get("Labels") or {}).get(COMPOSE_ONEOFF) == "True":
                     continue
                 try:
-                    found.append(_health(client.api.inspect_container(item["Id"])))
-                except docker.errors.NotFound:
+                    found.append(_health(client.get(f"/containers/{item['Id']}/json")))
+                except NotFound:
                     continue
             return found
-        finally:
-            client.close()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot inspect the containers of {project} on the Docker engine: {exc}") from None
 
 
@@ -88,20 +85,18 @@ def restart_containers(ids: list[str]) -> list[str]:
     container; one removed meanwhile is skipped."""
     problems = []
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        try:
+        with Client() as client:
             for container_id in ids:
                 try:
-                    stop = (client.api.inspect_container(container_id).get("Config") or {}).get("StopTimeout")
+                    stop = (client.get(f"/containers/{container_id}/json").get("Config") or {}).get("StopTimeout")
                     stop = stop if isinstance(stop, int) and stop >= 0 else 10
-                    client.api.restart(container_id, timeout=stop)  # returns once it has started again
-                except docker.errors.NotFound:
+                    # Answers once it has started again: the exchange may take the stop timeout and more.
+                    client.request("POST", f"/containers/{container_id}/restart", {"t": stop}, timeout=TIMEOUT + stop)
+                except NotFound:
                     continue
-                except docker.errors.APIError as exc:
-                    problems.append(f"{container_id[:12]}: {exc.explanation or exc}")
-        finally:
-            client.close()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                except EngineAPIError as exc:
+                    problems.append(f"{container_id[:12]}: {exc}")
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot restart containers on the Docker engine: {exc}") from None
     return problems
 
@@ -136,11 +131,12 @@ def claim(project: str, instance_id: str) -> str | None:
     address): dockerd creates a volume of one name once and hands everybody else that same
     volume, labels and all, so two instances racing for a name cannot both win."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        volume = client.volumes.create(name=claim_name(project), labels={MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: instance_id})
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        with Client() as client:
+            body = {"Name": claim_name(project), "Labels": {MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: instance_id}}
+            volume = client.request("POST", "/volumes/create", body=body)
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot claim the project name {project}: {exc}") from None
-    holder = (volume.attrs.get("Labels") or {}).get(INSTANCE)
+    holder = ((volume or {}).get("Labels") or {}).get(INSTANCE)
     if holder == instance_id:
         return None
     return f"claimed by another composeflux instance ({holder or 'unknown'}; `docker volume rm {claim_name(project)}` releases it)"
@@ -149,13 +145,13 @@ def claim(project: str, instance_id: str) -> str | None:
 def release(project: str, instance_id: str) -> None:
     """Remove this instance's claim on a project name (after the stack was pruned)."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        volume = client.volumes.get(claim_name(project))
-        if (volume.attrs.get("Labels") or {}).get(INSTANCE) == instance_id:
-            volume.remove()
-    except docker.errors.NotFound:
+        with Client() as client:
+            volume = client.get(f"/volumes/{claim_name(project)}")
+            if (volume.get("Labels") or {}).get(INSTANCE) == instance_id:
+                client.request("DELETE", f"/volumes/{claim_name(project)}")
+    except NotFound:
         return
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot release the claim on {project}: {exc}") from None
 
 
@@ -163,14 +159,15 @@ def read_facts() -> EngineFacts:
     """What `docker compose up` will meet on the engine: networks, volumes, local images, and
     the container names and published ports of every container (for the preflight checks)."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        networks = frozenset(n["Name"] for n in client.api.networks())  # type: ignore[no-untyped-call]  # untyped in types-docker
-        volumes = frozenset(v["Name"] for v in (client.api.volumes().get("Volumes") or []))
-        images = frozenset(
-            reference for image in client.api.images() for reference in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
-        )
-        listing = client.api.containers(all=True)
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        with Client() as client:
+            networks = frozenset(n["Name"] for n in client.get("/networks"))
+            volumes = frozenset(v["Name"] for v in (client.get("/volumes").get("Volumes") or []))
+            images = frozenset(
+                reference for image in client.get("/images/json")
+                for reference in (image.get("RepoTags") or []) + (image.get("RepoDigests") or [])
+            )
+            listing = client.get("/containers/json", all=1)
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot read networks, volumes and images from the Docker engine: {exc}") from None
     names: dict[str, str] = {}
     ports: dict[tuple[str, int, str], str] = {}
@@ -190,34 +187,35 @@ def running_images(instance_id: str) -> list[RunningImage]:
     it was created from and the local image's RepoDigests (for `composeflux update`). One
     container listing, then one image inspect per distinct image."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        listing = client.api.containers(all=True, filters={"label": [f"{MANAGED_BY}={MANAGED_BY_VALUE}", f"{INSTANCE}={instance_id}"]})
-        found: dict[tuple[str, str], dict[str, JSON]] = {}
-        for item in listing:
-            labels = item.get("Labels") or {}
-            if labels.get("com.docker.compose.oneoff") == "True":
-                continue
-            found.setdefault((labels.get(COMPOSE_PROJECT, ""), labels.get(COMPOSE_SERVICE, "")), item)
-        # The reference each was created from: the listing shows the image ID instead once the
-        # tag has moved to another local image, the container's own Config.Image does not.
-        created_from = {}
-        for key, item in found.items():
-            try:
-                inspected = client.api.inspect_container(item["Id"])
-                pinned = (item.get("Labels") or {}).get(IMAGE_REFERENCE)  # a rollback pinned it to an image ID
-                created_from[key] = str(pinned or (inspected.get("Config") or {}).get("Image") or item.get("Image") or "")
-            except docker.errors.NotFound:
-                created_from[key] = str(item.get("Image") or "")
-        digests: dict[str, tuple[str, ...]] = {}
-        for item in found.values():
-            image_id = item.get("ImageID") or ""
-            if image_id and image_id not in digests:
+        with Client() as client:
+            ours = [f"{MANAGED_BY}={MANAGED_BY_VALUE}", f"{INSTANCE}={instance_id}"]
+            listing = client.get("/containers/json", all=1, filters={"label": ours})
+            found: dict[tuple[str, str], dict[str, JSON]] = {}
+            for item in listing:
+                labels = item.get("Labels") or {}
+                if labels.get("com.docker.compose.oneoff") == "True":
+                    continue
+                found.setdefault((labels.get(COMPOSE_PROJECT, ""), labels.get(COMPOSE_SERVICE, "")), item)
+            # The reference each was created from: the listing shows the image ID instead once the
+            # tag has moved to another local image, the container's own Config.Image does not.
+            created_from = {}
+            for key, item in found.items():
                 try:
-                    inspected = client.api.inspect_image(image_id)  # type: ignore[no-untyped-call]  # untyped in types-docker
-                    digests[image_id] = tuple(inspected.get("RepoDigests") or ())
-                except docker.errors.NotFound:
-                    digests[image_id] = ()
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                    inspected = client.get(f"/containers/{item['Id']}/json")
+                    pinned = (item.get("Labels") or {}).get(IMAGE_REFERENCE)  # a rollback pinned it to an image ID
+                    created_from[key] = str(pinned or (inspected.get("Config") or {}).get("Image") or item.get("Image") or "")
+                except NotFound:
+                    created_from[key] = str(item.get("Image") or "")
+            digests: dict[str, tuple[str, ...]] = {}
+            for item in found.values():
+                image_id = item.get("ImageID") or ""
+                if image_id and image_id not in digests:
+                    try:
+                        inspected = client.get(f"/images/{image_id}/json")
+                        digests[image_id] = tuple(inspected.get("RepoDigests") or ())
+                    except NotFound:
+                        digests[image_id] = ()
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot list containers and images from the Docker engine: {exc}") from None
     return [
         RunningImage(
@@ -232,9 +230,9 @@ def insecure_registries() -> list[str]:
     """dockerd's insecure-registries (CIDRs and host[:port] names), which it pulls from without
     verified TLS: `composeflux update` asks them the same way."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        registry = client.info().get("RegistryConfig") or {}
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        with Client() as client:
+            registry = client.get("/info").get("RegistryConfig") or {}
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot read the Docker engine's registry settings: {exc}") from None
     indexes = (registry.get("IndexConfigs") or {}).items()
     names = [name for name, index in indexes if isinstance(index, dict) and not index.get("Secure", True)]
@@ -246,17 +244,17 @@ def remove_unused_images(image_ids: list[str]) -> list[str]:
     ones removed. An image still in use, or already gone, is left alone without a word: only
     images an image update replaced are ever passed here, never a prune of the host's images."""
     try:
-        client = docker.from_env(version="auto", timeout=60)
-        used = {item.get("ImageID") for item in client.api.containers(all=True)}
-        removed = []
-        for image_id in image_ids:
-            if image_id in used:
-                continue
-            try:
-                client.api.remove_image(image_id)
-            except docker.errors.APIError:  # in use after all, gone, or referenced by a child image
-                continue
-            removed.append(image_id)
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        with Client() as client:
+            used = {item.get("ImageID") for item in client.get("/containers/json", all=1)}
+            removed = []
+            for image_id in image_ids:
+                if image_id in used:
+                    continue
+                try:
+                    client.request("DELETE", f"/images/{image_id}")
+                except EngineAPIError:  # in use after all, gone, or referenced by a child image
+                    continue
+                removed.append(image_id)
+    except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot remove replaced images: {exc}") from None
     return removed
