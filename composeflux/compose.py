@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import hashlib
 import json
 import os
 import re
@@ -35,6 +36,13 @@ UNSET_VARIABLE = re.compile(r'The \\?"(\w+)\\?" variable is not set')
 # Variables the docker CLI or Compose read themselves: never given a made-up value (see unset_sentinels).
 CLI_VARIABLE = re.compile(r"(?:DOCKER|COMPOSE|BUILDKIT|BUILDX)_\w*|HOME|PATH|TMPDIR|XDG_\w+")
 SENTINEL_PREFIX = "cfx-unset-"
+# Where the docker CLI looks for its plugins besides $DOCKER_CONFIG/cli-plugins (docker/cli's
+# defaultSystemPluginDirs on Linux): a different docker-compose in any of them is another Compose.
+SYSTEM_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins", "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins", "/usr/libexec/docker/cli-plugins",
+)
+VERSION_CACHE = "compose-version.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +62,51 @@ class Compose:
         self.docker = docker
         self._version: str | None = None
 
-    def version(self) -> str:
-        if self._version is None:
-            result = self._run(["version", "--short"], env={}, cwd=None, timeout=60)
-            if result.returncode != 0:
-                raise EngineError(f"`docker compose version` failed: {result.stderr.strip() or 'is the Compose v2 plugin installed?'}")
-            self._version = result.stdout.strip()
-            if not self._version.lstrip("v").startswith(tuple("23456789")):
-                raise EngineError(f"Docker Compose v2 or newer is required, found {self._version}")
-        return self._version
+    def version(self, cache: Path | None = None) -> str:
+        """Compose's version (v2 or newer, else EngineError). `cache`: a directory where the
+        answer is kept with a fingerprint of the files that decide it (`fingerprint`): while
+        they are unchanged no `docker compose version` runs (it costs ~50 ms, a no-op sync's
+        largest single step). A cache that cannot be read or written is only not used."""
+        if self._version is not None:
+            return self._version
+        fingerprint = self.fingerprint() if cache is not None else ""
+        if cache is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                known = json.loads((cache / VERSION_CACHE).read_text())
+                if known.get("fingerprint") == fingerprint and isinstance(known.get("version"), str):
+                    self._version = str(known["version"])
+                    return self._version
+        result = self._run(["version", "--short"], env={}, cwd=None, timeout=60)
+        if result.returncode != 0:
+            raise EngineError(f"`docker compose version` failed: {result.stderr.strip() or 'is the Compose v2 plugin installed?'}")
+        version = result.stdout.strip()
+        if not version.lstrip("v").startswith(tuple("23456789")):
+            raise EngineError(f"Docker Compose v2 or newer is required, found {version}")
+        self._version = version
+        if cache is not None:
+            from composeflux.atomic import replace_file
+
+            with contextlib.suppress(OSError):
+                known_now = json.dumps({"fingerprint": fingerprint, "version": version}) + "\n"
+                replace_file(cache / VERSION_CACHE, known_now.encode(), 0o644)
+        return version
+
+    def fingerprint(self) -> str:
+        """What decides which Compose `docker compose` runs: the docker CLI, its config.json
+        (cliPluginsExtraDirs) and every docker-compose plugin it could find, each by device,
+        inode, size and modification time (an upgrade changes at least one of them)."""
+        configs = {self.base_env.get("DOCKER_CONFIG") or "", os.path.join(os.path.expanduser("~"), ".docker")} - {""}
+        candidates = [self.docker]
+        candidates += [os.path.join(config, name) for config in sorted(configs) for name in ("config.json", "cli-plugins/docker-compose")]
+        candidates += [os.path.join(directory, "docker-compose") for directory in SYSTEM_PLUGIN_DIRS]
+        seen = []
+        for candidate in candidates:
+            try:
+                info = os.stat(candidate)
+            except OSError:
+                continue
+            seen.append([candidate, info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns])
+        return hashlib.sha256(json.dumps(seen).encode()).hexdigest()
 
     def config(
         self, project: str, directory: Path, files: tuple[Path, ...], env: Mapping[str, str], timeout: float = RENDER_TIMEOUT

@@ -366,7 +366,7 @@ class _Run:
                 ", ".join(short), config.masker.min_length,
             )
 
-        compose_version = tools.compose.version()
+        compose_version = tools.compose.version(cache=config.state_dir)
         engine = tools.read_engine(config.instance_id)
 
         self.notify("fetching Git")

@@ -47,7 +47,7 @@ class FakeCompose(Compose):
         self.health_of: Callable[[str, str, dict[str, Any]], str | None] | None = None
         self.generation: dict[str, int] = {}  # project -> number of `up`s: new container IDs each time
 
-    def version(self) -> str:
+    def version(self, cache: Path | None = None) -> str:
         self.calls.append(("version", ""))
         return self._version
 

@@ -5,7 +5,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from composeflux.compose import RENDER_MEMORY, Compose, Result, engine_unreachable, unset_variables
+from composeflux.errors import EngineError
 
 PLAIN = 'The "{}" variable is not set. Defaulting to a blank string.'
 LOGFMT = 'time="2024-05-01T10:00:00Z" level=warning msg="The \\"{}\\" variable is not set. Defaulting to a blank string."'
@@ -108,3 +111,48 @@ def test_a_program_over_its_memory_limit_fails_instead_of_growing(tmp_path):
     limited = compose._run(["config"], env={}, cwd=tmp_path, timeout=30, memory=256 << 20)
     assert limited.returncode != 0 and "MemoryError" in limited.stderr
     assert compose._run(["config"], env={}, cwd=tmp_path, timeout=30).stdout.strip() == "allocated"
+
+
+def counting_docker(tmp_path: Path, version: str = "2.26.1") -> tuple[Compose, Path]:
+    calls = tmp_path / "calls"
+    return fake_docker(tmp_path, f"#!/bin/sh\necho \"$@\" >> {calls}\necho {version}\n"), calls
+
+
+def test_the_compose_version_is_asked_once_while_compose_is_the_same(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    compose, calls = counting_docker(tmp_path)
+    assert compose.version(cache=state) == "2.26.1"
+    again = Compose(environ={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+    assert again.version(cache=state) == "2.26.1"
+    assert calls.read_text().splitlines() == ["compose version --short"]  # the second sync read the cache
+
+
+def test_another_docker_or_compose_asks_again(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    counting_docker(tmp_path)[0].version(cache=state)
+    compose, calls = counting_docker(tmp_path, "2.40.0")  # an upgraded file: its size or time changes
+    assert compose.version(cache=state) == "2.40.0"
+    assert len(calls.read_text().splitlines()) == 2
+
+
+def test_a_damaged_or_unwritable_version_cache_is_only_not_used(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "compose-version.json").write_text("{not json")
+    compose, calls = counting_docker(tmp_path)
+    assert compose.version(cache=state) == "2.26.1"
+    missing = tmp_path / "no-such-directory"
+    assert counting_docker(tmp_path)[0].version(cache=missing) == "2.26.1"
+    assert not missing.exists()
+    assert len(calls.read_text().splitlines()) == 2
+
+
+def test_compose_v1_is_refused_and_not_cached(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    compose, _ = counting_docker(tmp_path, "1.29.2")
+    with pytest.raises(EngineError, match=r"Docker Compose v2 or newer is required, found 1\.29\.2"):
+        compose.version(cache=state)
+    assert not (state / "compose-version.json").exists()

@@ -165,9 +165,9 @@ def test_the_trigger_spool_is_drained_before_anything_else(cfx, repo):
     seen = []
     original = cfx.compose.version
 
-    def version():
+    def version(cache=None):
         seen.append(list(cfx.spool.iterdir()))
-        return original()
+        return original(cache)
 
     cfx.compose.version = version
     cfx()
