@@ -95,6 +95,47 @@ def network_order(items: list[StackHashes | StackProblem], first: Sequence[str])
     return head + ordered
 
 
+# What applying a plan changes on the engine; every other action is only reported.
+CHANGES = (Action.DEPLOY, Action.PRUNE, Action.ROLLED_BACK)
+
+
+def schedule(plan: Plan, desired: Iterable[StackHashes | StackProblem], first: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Who waits for whom when the plan's changes run side by side (DEPLOY_JOBS): for each stack
+    the plan changes, the changed stacks that must be finished before it starts.
+
+      - prunes wait for nothing, and everything else waits for every prune (a renamed stack's
+        old self frees its ports and container names first);
+      - the changed startup_order stacks go one after the other, in that order, before every
+        other changed stack;
+      - a stack that needs an external network or volume (`needs`) waits for the changed stack
+        that creates it (`creates`), when that one comes earlier in the plan; the plan's order
+        (network_order) already broke any cycle, so this is never one.
+
+    Stacks the plan leaves alone are running already (or failed before any change): nobody
+    waits for them. Pure: `desired` gives the networks and volumes, as rendered."""
+    changing = [stack for stack in plan.stacks if stack.action in CHANGES]
+    position = {stack.name: index for index, stack in enumerate(changing)}
+    prunes = frozenset(stack.name for stack in changing if stack.action is Action.PRUNE)
+    pinned = [name for name in dict.fromkeys(first) if name in position and name not in prunes]
+    hashes = {item.name: item for item in desired if isinstance(item, StackHashes) and item.name in position}
+    creators = {resource: name for name, item in hashes.items() for resource in item.creates}
+    waits: dict[str, frozenset[str]] = {}
+    for stack in changing:
+        name = stack.name
+        if name in prunes:
+            waits[name] = frozenset()
+            continue
+        wait = set(prunes)
+        if name in pinned:
+            wait |= set(pinned[max(pinned.index(name) - 1, 0):pinned.index(name)])
+        else:
+            wait |= set(pinned)
+            needs = hashes[name].needs if name in hashes else ()
+            wait |= {creators[n] for n in needs if n in creators and position[creators[n]] < position[name]}
+        waits[name] = frozenset(wait)
+    return waits
+
+
 def make_plan(
     desired: Iterable[StackHashes | StackProblem],
     deployed: dict[str, DeployedStack],

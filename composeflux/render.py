@@ -249,9 +249,18 @@ class Renderer:
         sources = [self.relative_path(path) for path in revealed.sources] if revealed else []
         used = set(all_files) | {path for path in sources if path is not None}
         dependencies = sorted(path for path in used if not _inside(path, stack_dir))
-        networks = {key: n for key, n in (project.get("networks") or {}).items() if isinstance(n, dict)}
-        creates = sorted(str(n.get("name") or f"{stack.name}_{key}") for key, n in networks.items() if not n.get("external"))
-        needs = sorted(str(n.get("name") or key) for key, n in networks.items() if n.get("external"))
+        # Networks and named volumes it creates, and the external ones it needs (volumes as
+        # "volume:NAME"): who is deployed before whom (plan.network_order, plan.schedule).
+        creates, needs = [], []
+        for kind, prefix in (("networks", ""), ("volumes", "volume:")):
+            for key, item in (project.get(kind) or {}).items():
+                if isinstance(item, dict):
+                    if item.get("external"):
+                        needs.append(prefix + str(item.get("name") or key))
+                    else:
+                        creates.append(prefix + str(item.get("name") or f"{stack.name}_{key}"))
+        creates.sort()
+        needs.sort()
         hashes = StackHashes(stack.name, stack_hash, service_hashes, tuple(dependencies), tuple(creates), tuple(needs))
         return RenderedStack(hashes, project, revealed.environment if revealed else {})
 

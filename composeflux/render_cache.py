@@ -25,6 +25,9 @@ from composeflux.stacks import Stack
 log = logging.getLogger(__name__)
 
 CACHE_FILE = "render-cache.json"
+# Of an entry's meaning: 2 since `creates` and `needs` also hold volumes. Entries of another
+# format never match (their stacks are rendered again once, and their hashes are the same).
+FORMAT = 2
 
 
 class RenderCache:
@@ -115,6 +118,7 @@ class RenderCache:
         return renderer.hmac(
             "render-cache",
             {
+                "format": FORMAT,
                 "composeflux": __version__,
                 "compose": self.compose_version,
                 "stack": stack.name,

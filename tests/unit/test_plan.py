@@ -4,7 +4,7 @@ import pytest
 
 from composeflux.deployed import SERVICE_HASH, Container, DeployedStack
 from composeflux.errors import UnsafePruneError
-from composeflux.plan import Action, make_plan, network_order
+from composeflux.plan import Action, Plan, StackPlan, make_plan, network_order, schedule
 from composeflux.rendered import StackHashes, StackProblem
 
 
@@ -104,3 +104,49 @@ def test_a_stack_that_creates_a_network_goes_before_the_ones_that_use_it():
     # a cycle keeps the order it had
     loop = [hashes("a", creates=["x"], needs=["y"]), hashes("b", creates=["y"], needs=["x"])]
     assert [item.name for item in network_order(loop, [])] == ["a", "b"]
+
+
+def test_the_schedule_says_who_waits_for_whom():
+    def hashes(name, creates=(), needs=()):
+        return StackHashes(name, f"h-{name}", {}, (), tuple(creates), tuple(needs))
+
+    desired = [hashes("db"), hashes("cache"), hashes("edge", creates=["proxy", "volume:certs"]),
+               hashes("app", needs=["proxy"]), hashes("certbot", needs=["volume:certs"]), hashes("same", needs=["proxy"]),
+               hashes("zz", needs=["elsewhere"])]
+    plan = Plan((
+        StackPlan("old", Action.PRUNE, "deleted from Git"),
+        StackPlan("db", Action.DEPLOY, "new", "h-db"),
+        StackPlan("cache", Action.DEPLOY, "new", "h-cache"),
+        StackPlan("edge", Action.DEPLOY, "new", "h-edge"),
+        StackPlan("app", Action.DEPLOY, "new", "h-app"),
+        StackPlan("certbot", Action.ROLLED_BACK, "its last good revision is broken", "h-certbot"),
+        StackPlan("same", Action.UNCHANGED, "", "h-same"),
+        StackPlan("zz", Action.DEPLOY, "new", "h-zz"),
+        StackPlan("broken", Action.FAILED, "x"),
+    ))
+    waits = schedule(plan, desired, ["db", "cache", "not-changed"])
+    assert waits == {
+        "old": frozenset(),
+        "db": {"old"},  # the first of startup_order, after the prunes
+        "cache": {"old", "db"},  # the next one after it
+        "edge": {"old", "db", "cache"},
+        "app": {"old", "db", "cache", "edge"},  # its network's creator
+        "certbot": {"old", "db", "cache", "edge"},  # its volume's creator
+        "zz": {"old", "db", "cache"},  # what it needs nobody here creates
+    }
+    # unchanged and failed stacks are nobody's prerequisite and wait for nothing
+    assert "same" not in waits and "broken" not in waits
+
+
+def test_the_schedule_waits_only_for_changed_creators_that_come_first():
+    def hashes(name, creates=(), needs=()):
+        return StackHashes(name, f"h-{name}", {}, (), tuple(creates), tuple(needs))
+
+    desired = [hashes("a", creates=["x"], needs=["y"]), hashes("b", creates=["y"], needs=["x"]), hashes("c", needs=["z"]),
+               hashes("d", creates=["z"])]
+    deploys = [StackPlan(name, Action.DEPLOY, "new", f"h-{name}") for name in ("a", "b", "c")]
+    plan = Plan((*deploys, StackPlan("d", Action.UNCHANGED, "", "h-d")))
+    # a cycle (a <-> b) is broken by the plan's order; c's creator is running already
+    assert schedule(plan, desired, []) == {"a": frozenset(), "b": {"a"}, "c": frozenset()}
+    # nothing to do, nothing to wait for
+    assert schedule(Plan(()), [], ["a"]) == {}

@@ -146,6 +146,16 @@ def test_a_used_top_level_resource_is_part_of_the_service_hash(root):
     assert bridge.service_hashes["db"] == overlay.service_hashes["db"]  # db does not use it
 
 
+def test_the_networks_and_volumes_a_stack_creates_and_needs_are_named(root):
+    """What plan.network_order and plan.schedule order stacks by: volumes as volume:NAME."""
+    document = project(app=service(networks={"back": None, "proxy": None}))
+    document["networks"].update(back={"name": "web_back"}, proxy={"name": "proxy", "external": True})
+    document["volumes"] = {"data": {"name": "web_data"}, "certs": {"name": "certs", "external": True}}
+    hashes = render(root, document).hashes
+    assert hashes.creates == ("volume:web_data", "web_back", "web_default")
+    assert hashes.needs == ("proxy", "volume:certs")
+
+
 # -- local files: bind mounts, configs/secrets files, build contexts -------------------------------
 
 
