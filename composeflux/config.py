@@ -40,6 +40,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/composeflux")
 DEFAULT_RUNTIME_DIR = Path("/run/composeflux")
 DEFAULT_KNOWN_HOSTS = Path("/etc/composeflux/known_hosts")
 MAX_TIMEOUT = 86400.0  # seconds: anything longer is a typo, not a plan
+MAX_DEPLOY_JOBS = 64
 DEFAULT_HTTPS_USER = "x-access-token"  # what GitHub and Gitea accept with a token
 AGE_KEY_CREDENTIAL = "sops-age-key"  # $CREDENTIALS_DIRECTORY/sops-age-key (LoadCredentialEncrypted=)
 DEFAULT_AGE_KEY_FILE = Path("/etc/composeflux/age.key")
@@ -60,6 +61,7 @@ CORE_KEYS = frozenset(
         "ALLOW_PRUNE_ALL",
         "LOCK_TIMEOUT",
         "DEPLOY_TIMEOUT",
+        "DEPLOY_JOBS",
         "LOG_LEVEL",
         "LOG_FORMAT",
         "TRIGGER_DIR",
@@ -110,6 +112,7 @@ class Config:
     allow_prune_all: bool
     lock_timeout: float
     deploy_timeout: float
+    deploy_jobs: int  # stacks deployed (and rendered) at the same time; 1: one after the other
     retry_failed_max: float  # seconds; 0: retry failed stacks on every sync
     health_timeout: float  # seconds a deployed container has to become running (and healthy)
     health_stable: float  # seconds it must then keep running without a restart
@@ -355,6 +358,7 @@ def load(
         lock_timeout=seconds(settings, "LOCK_TIMEOUT", 600.0, maximum=MAX_TIMEOUT),
         # 0 would make every deploy time out at once.
         deploy_timeout=seconds(settings, "DEPLOY_TIMEOUT", 600.0, allow_zero=False, maximum=MAX_TIMEOUT),
+        deploy_jobs=integer(settings, "DEPLOY_JOBS", default_deploy_jobs(), minimum=1, maximum=MAX_DEPLOY_JOBS),
         retry_failed_max=seconds(settings, "RETRY_FAILED_MAX", 3600.0, maximum=7 * 86400),
         health_timeout=seconds(settings, "HEALTH_TIMEOUT", 120.0, allow_zero=False, maximum=3600),
         health_stable=seconds(settings, "HEALTH_STABLE", 10.0, maximum=3600),
@@ -450,6 +454,13 @@ def _metrics_textfile(settings: Mapping[str, str]) -> Path | None:
             f"METRICS_TEXTFILE: must be an absolute path ending in .prom (node_exporter reads only those), or off; got {raw!r}"
         )
     return path
+
+
+def default_deploy_jobs() -> int:
+    """DEPLOY_JOBS when unset: twice the CPUs, from 2 to 8. A deploy mostly waits (for dockerd,
+    a pull, a health gate), but each `docker compose` also takes a CPU for a moment: on 2 cores
+    4 at a time came closest to the floor (bench/compare.py --jobs)."""
+    return min(8, max(2, 2 * len(os.sched_getaffinity(0))))
 
 
 def load_identities(settings: Mapping[str, str], environ: Mapping[str, str], masker: Masker) -> Identities:

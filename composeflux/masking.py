@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import threading
 import urllib.parse
 from collections.abc import Iterable
 
@@ -67,18 +68,24 @@ class Masker(logging.Filter):
         self.min_length = min_length
         self._values: set[str] = set()
         self._forms: list[str] = []
+        self._adding = threading.Lock()
         self.add(values)
 
     def add(self, values: Iterable[str | None]) -> None:
-        new = {v for v in values if isinstance(v, str) and len(v) >= self.min_length} - self._values
-        if not new:
-            return
-        self._values |= new
-        forms = set(self._forms)
-        for value in new:
-            forms |= escaped_forms(value, self.min_length)
-        # Longest first, so a secret that contains another one is masked whole.
-        self._forms = sorted(forms, key=len, reverse=True)
+        """Mask these values from now on. Safe from several threads (renders and deploys run
+        side by side): additions are serialised, and masking reads the list of forms, which is
+        replaced whole, never changed in place."""
+        wanted = {v for v in values if isinstance(v, str) and len(v) >= self.min_length}
+        with self._adding:
+            new = wanted - self._values
+            if not new:
+                return
+            self._values = self._values | new
+            forms = set(self._forms)
+            for value in new:
+                forms |= escaped_forms(value, self.min_length)
+            # Longest first, so a secret that contains another one is masked whole.
+            self._forms = sorted(forms, key=len, reverse=True)
 
     def too_short(self, value: str) -> bool:
         """Whether this (non-empty) value is too short to be masked."""
