@@ -1,6 +1,7 @@
 """The `docker compose` boundary: Compose's unset-variable warning in the forms it prints it,
 timeouts that end the whole process group, an engine that is gone."""
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,7 +61,7 @@ def test_a_timed_out_compose_is_killed_with_its_children(tmp_path):
     fake.parent.mkdir()
     fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {children}\nwait\n")
     fake.chmod(0o755)
-    compose = Compose(environ={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+    compose = Compose(environ={"PATH": f"{fake.parent}:/usr/bin:/bin"}, plugin_dirs=())
     result = compose._run(["-p", "web", "up", "--detach"], env={}, cwd=tmp_path, timeout=0.5, stdin="{}")
     assert result.returncode == 124 and "docker compose up did not finish within 0.5 s (killed)" in result.stderr
     child = int(children.read_text())
@@ -89,7 +90,7 @@ def fake_docker(tmp_path: Path, script: str) -> Compose:
     fake.parent.mkdir(exist_ok=True)
     fake.write_text(script)
     fake.chmod(0o755)
-    return Compose(environ={"PATH": f"{fake.parent}:/usr/bin:/bin"})
+    return Compose(environ={"PATH": f"{fake.parent}:/usr/bin:/bin"}, plugin_dirs=())
 
 
 def test_a_render_that_takes_too_long_is_killed(tmp_path):
@@ -123,7 +124,7 @@ def test_the_compose_version_is_asked_once_while_compose_is_the_same(tmp_path):
     state.mkdir()
     compose, calls = counting_docker(tmp_path)
     assert compose.version(cache=state) == "2.26.1"
-    again = Compose(environ={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"})
+    again = Compose(environ={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}, plugin_dirs=())
     assert again.version(cache=state) == "2.26.1"
     assert calls.read_text().splitlines() == ["compose version --short"]  # the second sync read the cache
 
@@ -156,3 +157,59 @@ def test_compose_v1_is_refused_and_not_cached(tmp_path):
     with pytest.raises(EngineError, match=r"Docker Compose v2 or newer is required, found 1\.29\.2"):
         compose.version(cache=state)
     assert not (state / "compose-version.json").exists()
+
+
+def plugin(directory: Path, calls: Path) -> Path:
+    path = directory / "docker-compose"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\necho \"$0 $@\" >> {calls}\necho 2.30.0\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_the_compose_plugin_is_run_directly_where_the_docker_cli_would_find_it(tmp_path):
+    """Not through the docker front-end, which only looks it up and starts it."""
+    calls = tmp_path / "calls"
+    fake_docker(tmp_path, f"#!/bin/sh\necho \"docker $@\" >> {calls}\n")
+    config = tmp_path / "docker-config"
+    extra = plugin(tmp_path / "extra", calls)
+    (config).mkdir()
+    (config / "config.json").write_text(json.dumps({"cliPluginsExtraDirs": [str(tmp_path / "extra")]}))
+    environ = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "DOCKER_CONFIG": str(config)}
+    compose = Compose(environ=environ)
+    assert compose.plugin_dirs[:2] == [str(config / "cli-plugins"), str(tmp_path / "extra")]
+    assert compose.command == [str(extra)]  # no plugin in the config directory: the extra directory's
+    assert compose.version() == "2.30.0"
+    own = plugin(config / "cli-plugins", calls)  # the config directory's goes first, as for the CLI
+    assert Compose(environ=environ).command == [str(own)]
+    Compose(environ=environ).config("web", tmp_path, (tmp_path / "compose.yaml",), {})
+    assert calls.read_text().splitlines() == [
+        f"{extra} version --short",
+        f"{own} -p web --project-directory {tmp_path} -f {tmp_path / 'compose.yaml'} config --format json",
+    ]
+
+
+def test_without_a_plugin_it_goes_through_the_docker_cli(tmp_path):
+    calls = tmp_path / "calls"
+    fake_docker(tmp_path, f"#!/bin/sh\necho \"docker $@\" >> {calls}\necho 2.30.0\n")
+    not_executable = tmp_path / "plugins" / "docker-compose"
+    not_executable.parent.mkdir()
+    not_executable.write_text("#!/bin/sh\n")
+    compose = Compose(environ={"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}, plugin_dirs=[str(tmp_path / "plugins")])
+    assert compose.plugin is None and compose.command == [str(tmp_path / "bin" / "docker"), "compose"]
+    assert compose.version() == "2.30.0"
+    assert calls.read_text().splitlines() == ["docker compose version --short"]
+
+
+def test_the_version_fingerprint_covers_the_plugin(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    calls = tmp_path / "calls"
+    fake_docker(tmp_path, "#!/bin/sh\n")
+    environ = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin"}
+    found = plugin(tmp_path / "plugins", calls)
+    Compose(environ=environ, plugin_dirs=[str(tmp_path / "plugins")]).version(cache=state)
+    Compose(environ=environ, plugin_dirs=[str(tmp_path / "plugins")]).version(cache=state)
+    found.write_text(found.read_text() + "# a new build\n")
+    Compose(environ=environ, plugin_dirs=[str(tmp_path / "plugins")]).version(cache=state)
+    assert len(calls.read_text().splitlines()) == 2
