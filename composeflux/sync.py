@@ -724,7 +724,7 @@ class _Run:
             # A revision an interrupted sync deployed was never gated: all of its containers are
             # watched now, also when this is a heal (one of them died or turned unhealthy since).
             recheck = planned.reason.startswith(RECHECK) or (healing and self._pending(planned))
-            verdict = self._gate(planned.name, before, recheck=recheck)
+            verdict, seen = self._gate(planned.name, before, recheck=recheck)
             if not verdict.ok:
                 return self._failed_gate(planned, stack, verdict.reason, tree, applier)
         except EngineError as exc:  # the run stops; what this stack's tree now holds is still recorded
@@ -739,7 +739,7 @@ class _Run:
                 planned.name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree,
                 inputs=f"deploy:{planned.stack_hash}",
             )
-        images = self._images(planned.name)
+        images = self._images(seen)
         if planned.reason.startswith(IMAGE_UPDATE):
             self._remove_replaced_images(planned.name, images)
         return StackOutcome(
@@ -789,28 +789,39 @@ class _Run:
         record = self.previous.stacks.get(planned.name)
         return bool(record and record.pending and record.pending.hash == planned.stack_hash)
 
-    def _images(self, name: str) -> dict[str, str]:
-        return {c.service: c.image_id for c in sorted(self.tools_in_use.inspect(name), key=lambda c: c.name)}
+    @staticmethod
+    def _images(seen: list[ContainerHealth]) -> dict[str, str]:
+        """service -> the image ID its containers run, from the gate's last look at them."""
+        return {c.service: c.image_id for c in sorted(seen, key=lambda c: c.name)}
 
-    def _gate(self, name: str, before: dict[str, str], recheck: bool = False) -> GateResult:
+    def _gate(self, name: str, before: dict[str, str], recheck: bool = False) -> tuple[GateResult, list[ContainerHealth]]:
         """Wait for what `up` created, recreated or started to be up and stay up (health.py).
-        `recheck`: containers deployed by an interrupted sync: all of them are watched."""
+        `recheck`: containers deployed by an interrupted sync: all of them are watched. Also
+        returns the project's containers as the gate last saw them: one inspection serves as
+        the gate's first look and what is recorded afterwards (each costs engine calls per
+        container, and with stacks deployed side by side the engine is the busy part)."""
         settings = self._stack_settings(name)
         timeout = settings.health_timeout or self.config.health_timeout
         stable = settings.health_stable if settings.health_stable is not None else self.config.health_stable
-        after = self._containers(name)
+        seen = [self.tools_in_use.inspect(name)]
+        after = {c.id: f"{c.status}/{c.started_at}" for c in seen[0]}
         watch = set(after) if recheck else {cid for cid, how in after.items() if before.get(cid) != how}
+        unread = list(seen)
+
+        def read() -> list[ContainerHealth]:
+            seen[0] = unread.pop() if unread else self.tools_in_use.inspect(name)
+            return seen[0]
 
         def status(text: str) -> None:
             self._status(name, f"health gate: {text}")
 
-        verdict = gate(lambda: self.tools_in_use.inspect(name), watch, timeout, stable, status=status)
+        verdict = gate(read, watch, timeout, stable, status=status)
         fields = {STACK: name, ACTION: "deploy"}
         if verdict.ok and watch:
             log.info("Health gate passed in %.0f s (%d container(s))", verdict.waited, len(watch), extra=fields)
         elif not verdict.ok:
             log.error("Health gate failed: %s", self.config.masker(verdict.reason), extra={**fields, ACTION: "failed"})
-        return verdict
+        return verdict, seen[0]
 
     def _failed_gate(self, planned: StackPlan, stack: Stack, reason: str, tree: TreeRevision | None, applier: Applier) -> StackOutcome:
         """The revision just deployed does not work: put the last good one back (when there is
@@ -889,14 +900,14 @@ class _Run:
         tree = inputs.trees.update(name, wanted, tree).revision
         before = self._containers(name)
         applier.deploy(name, directory, project, {**renderer.env, **fresh.environment})
-        verdict = self._gate(name, before)
+        verdict, seen = self._gate(name, before)
         if not verdict.ok:
             raise RollbackError(f"its own health gate failed: {verdict.reason}")
         log.warning("Rolled back to %s", good.commit[:12], extra={STACK: name, ACTION: "rollback"})
         return StackOutcome(
             name, Action.ROLLED_BACK, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, good.commit,
             error=f"rolled back from {(rejected[0] or '?')[:12] if rejected else 'the new image'}: {reason}", tree=tree,
-            images=self._images(name), rejected=rejected,
+            images=self._images(seen), rejected=rejected,
         )
 
     def _rejected(self, item: StackHashes) -> str | None:
