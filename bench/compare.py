@@ -12,6 +12,8 @@ Builds N one-service stacks (the local test image, `sleep`, `init: true`, `stop_
     (first deploy), the same loop with --jobs parallel subprocesses, `git fetch` of the
     repository, one container listing (`docker ps` with a label filter, and one Engine API call
     over the Unix socket), `up -d` of one changed stack alone and of ten changed stacks in turn;
+  - the read path from a fresh interpreter: composeflux's Engine API client, and the Docker SDK
+    (python3-docker) when it is installed, each importing itself and listing the containers;
   - the ratios: first deploy / sequential loop, first deploy / parallel loop, the no-op, one
     changed - raw one, ten changed / raw ten;
   - with --big M (0 to skip): M stacks deployed, their no-op sync, and ms per additional stack.
@@ -122,6 +124,8 @@ class Composeflux:
         self.env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), "STATE_DIRECTORY": str(self.state),
                     "GIT_REPO_URL": str(self.load.remote), "STACK_PATH": "stacks", "TMPDIR": str(self.work / "tmp"),
                     "HEALTH_STABLE": "0", "METRICS_TEXTFILE": str(self.work / "composeflux.prom")}
+        if "PYTHONPYCACHEPREFIX" in os.environ:  # a read-only checkout (bench/debian13.sh): compiled once, not every run
+            self.env["PYTHONPYCACHEPREFIX"] = os.environ["PYTHONPYCACHEPREFIX"]
 
     def sync(self) -> tuple[float, int]:
         self.rss_file.unlink(missing_ok=True)
@@ -217,6 +221,16 @@ def run(args, prefix: str, work: Path) -> None:
         [timed(["docker", "ps", "-a", "--filter", f"label={label}", "--format", f'{{{{.ID}}}} {{{{.Label "{label}"}}}}'])
          for _ in range(args.repeat)])
     results["floor: Engine API list (in process)"] = (statistics.median(engine_api_list(label) for _ in range(args.repeat)), 0)
+    # What composeflux's own read path costs from a fresh interpreter, and the Docker SDK's
+    # (python3-docker, when installed) for the same listing: why engine.py speaks the API itself.
+    listing = "Client().get('/containers/json', all=1, filters={'label': ['com.docker.compose.project']})"
+    results["fresh python: dockerapi import + list"] = median(
+        [timed([PYTHON, "-c", f"from composeflux.dockerapi import Client; {listing}"], env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+         for _ in range(args.repeat)])
+    if subprocess.run([PYTHON, "-c", "import docker"], capture_output=True).returncode == 0:
+        sdk = "import docker; docker.from_env(version='auto').api.containers(all=True, filters={'label': 'com.docker.compose.project'})"
+        results["fresh python: Docker SDK import + list"] = median([timed([PYTHON, "-c", sdk]) for _ in range(args.repeat)])
+    results["fresh python: nothing"] = median([timed([PYTHON, "-c", "pass"]) for _ in range(args.repeat)])
     results["floor: up -d, one changed"] = median([raw_loop(load, one, 1, f"raw-one-{r}") for r in range(args.repeat)])
     results[f"floor: up -d, {len(ten)} changed sequential"] = median(
         [raw_loop(load, ten, 1, f"raw-ten-{r}") for r in range(args.repeat)])
