@@ -108,8 +108,8 @@ def test_a_render_runs_with_its_memory_limited(tmp_path):
 
 
 def test_a_program_over_its_memory_limit_fails_instead_of_growing(tmp_path):
-    compose = fake_docker(tmp_path, f"#!{sys.executable}\nbuffer = bytearray(512 << 20)\nprint('allocated')\n")
-    limited = compose._run(["config"], env={}, cwd=tmp_path, timeout=30, memory=256 << 20)
+    compose = fake_docker(tmp_path, f"#!{sys.executable}\nbuffer = bytearray(192 << 20)\nprint('allocated')\n")
+    limited = compose._run(["config"], env={}, cwd=tmp_path, timeout=30, memory=128 << 20)
     assert limited.returncode != 0 and "MemoryError" in limited.stderr
     assert compose._run(["config"], env={}, cwd=tmp_path, timeout=30).stdout.strip() == "allocated"
 
