@@ -51,6 +51,7 @@ import datetime
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from composeflux.checkout import TreeRevision
@@ -508,9 +509,16 @@ def mark_pending(state_dir: Path, name: str, commit: str | None, digest: str | N
     """Write down, before `up`, that this stack is being deployed at this revision: a sync killed
     between `up` and recording its end leaves containers of a revision no gate has passed, and
     the next sync must gate them (not take them for good because their hash is what Git wants)."""
+    mark_pending_many(state_dir, {name: (commit, digest)})
+
+
+def mark_pending_many(state_dir: Path, marks: Mapping[str, tuple[str | None, str | None]]) -> None:
+    """mark_pending for several stacks (name -> (commit, stack hash)) in one write of the file:
+    stacks deployed side by side ask at about the same time."""
     current = _load(state_dir, set_aside=False)
-    record = current.stacks.get(name, StackRecord())
-    stacks = {**current.stacks, name: dataclasses.replace(record, pending=Revision(commit, digest, now()))}
+    stacks = dict(current.stacks)
+    for name, (commit, digest) in marks.items():
+        stacks[name] = dataclasses.replace(stacks.get(name, StackRecord()), pending=Revision(commit, digest, now()))
     save(state_dir, dataclasses.replace(current, stacks=stacks))
 
 

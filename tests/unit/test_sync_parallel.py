@@ -165,3 +165,59 @@ def test_the_status_says_how_far_and_what_each_job_does():
     assert said[-1] == "deploying 13/50: web, db (health gate: 1 of 2 up)"
     progress.start("old", Action.PRUNE)
     assert said[-1] == "pruning 14/50: old"
+
+
+def test_pending_marks_asked_for_together_are_written_together(tmp_path, monkeypatch):
+    from composeflux import state, sync
+
+    writes: list[set[str]] = []
+    original = state.mark_pending_many
+
+    def slow(state_dir, marks):
+        writes.append(set(marks))
+        time.sleep(0.05)  # a state file write, with its fsyncs, on a slow disk
+        original(state_dir, marks)
+
+    monkeypatch.setattr(state, "mark_pending_many", slow)
+    marks = sync._PendingMarks(tmp_path)
+    names = [f"s{index}" for index in range(6)]
+    start = threading.Barrier(len(names))
+
+    def mark(name):
+        start.wait(5)
+        marks.mark(name, "c0ffee", f"hash-{name}")
+        assert state.read(tmp_path).stacks[name].pending.hash == f"hash-{name}"  # on disk when it returns
+
+    threads = [threading.Thread(target=mark, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    recorded = state.read(tmp_path).stacks
+    assert {name: recorded[name].pending.hash for name in names} == {name: f"hash-{name}" for name in names}
+    assert sorted(set().union(*writes)) == names and len(writes) < len(names)  # grouped: fewer writes than marks
+
+
+def test_a_pending_mark_that_cannot_be_written_fails_every_stack_it_was_for(tmp_path, monkeypatch):
+    from composeflux import state, sync
+
+    def full(state_dir, marks):
+        time.sleep(0.05)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(state, "mark_pending_many", full)
+    marks = sync._PendingMarks(tmp_path)
+    errors: dict[str, str] = {}
+
+    def mark(name):
+        try:
+            marks.mark(name, "c0ffee", "h")
+        except OSError as exc:
+            errors[name] = exc.strerror
+
+    threads = [threading.Thread(target=mark, args=(f"s{index}",)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert errors == {f"s{index}": "No space left on device" for index in range(4)}
