@@ -34,6 +34,7 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -69,11 +70,19 @@ class TreeUpdate:
 
 
 class GitObjects:
-    """Reads trees and blobs from composeflux's clone."""
+    """Reads trees and blobs from composeflux's clone. A commit's file listing is read once (one
+    `git ls-tree` of the whole commit) and kept for this object's life: every stack deployed in
+    a sync asks about the same two commits (the new one and the one its tree was at). Safe to
+    share between the deploy threads."""
+
+    LISTINGS_KEPT = 8  # commits; a sync needs two or three (a rollback's good one)
 
     def __init__(self, repository: Path, env: dict[str, str] | None = None) -> None:
         self.repository = repository
         self.env = {**os.environ, **(env or {})}
+        self._listings: dict[str, dict[str, Entry]] = {}
+        self._lock = threading.Lock()
+        self._object_format: str | None = None
 
     def _git(self, *arguments: str, stdin: bytes | None = None) -> bytes:
         try:
@@ -89,17 +98,34 @@ class GitObjects:
         return completed.stdout
 
     def files(self, commit: str, paths: Iterable[str]) -> dict[str, Entry]:
-        """Every tracked file (and symlink, and submodule) under `paths` at `commit`."""
-        specs = [f":(literal){path}" if path != "." else "." for path in paths]
-        if not specs:
+        """Every tracked file (and symlink, and submodule) under `paths` at `commit` (as
+        `git ls-tree -r -- :(literal)PATH...` would list them; "." is everything)."""
+        wanted = list(paths)
+        if not wanted:
             return {}
-        listing = self._git("ls-tree", "-r", "-z", "--full-tree", commit, "--", *specs)
+        listing = self._listing(commit)
+        if "." in wanted:
+            return dict(listing)
+        exact = set(wanted)
+        under = tuple(f"{path}/" for path in wanted)
+        return {path: entry for path, entry in listing.items() if path in exact or path.startswith(under)}
+
+    def _listing(self, commit: str) -> dict[str, Entry]:
+        with self._lock:
+            known = self._listings.get(commit)
+        if known is not None:
+            return known
+        listing = self._git("ls-tree", "-r", "-z", "--full-tree", commit)
         files = {}
         for record in listing.split(b"\0"):
             if record:
                 meta, _, name = record.partition(b"\t")
                 mode, _kind, object_id = meta.decode().split()
                 files[name.decode("utf-8", errors="surrogateescape")] = Entry(mode, object_id)
+        with self._lock:
+            while len(self._listings) >= self.LISTINGS_KEPT:
+                del self._listings[next(iter(self._listings))]  # the oldest
+            self._listings[commit] = files
         return files
 
     def blobs(self, object_ids: Iterable[str]) -> Iterator[tuple[str, bytes]]:
@@ -120,7 +146,9 @@ class GitObjects:
             position = start + int(size) + 1
 
     def object_format(self) -> str:
-        return self._git("rev-parse", "--show-object-format").decode().strip() or "sha1"
+        if self._object_format is None:
+            self._object_format = self._git("rev-parse", "--show-object-format").decode().strip() or "sha1"
+        return self._object_format
 
 
 def blob_id(content: bytes, object_format: str = "sha1") -> str:

@@ -709,3 +709,34 @@ def test_migrate_checkout_of_something_that_is_not_a_clone_fails(tmp_path):
     trees = StackTrees(tmp_path / "state", GitObjects(tmp_path / "plain"))
     with pytest.raises(GitSourceError, match="untracked"):
         migrate_checkout(tmp_path / "plain", "stacks", trees, {})
+
+
+def test_files_lists_what_ls_tree_lists_for_those_paths_from_one_listing_per_commit(tmp_path):
+    repo = Repo(tmp_path / "repo")
+    for name in ("stacks/web/compose.yaml", "stacks/web/conf/nginx.conf", "stacks/web2/compose.yaml", "stacks/shared.env", "top"):
+        repo.write(name, name)
+    first = repo.commit()
+    repo.write("stacks/web/compose.yaml", "changed")
+    second = repo.commit()
+    objects = GitObjects(repo.path)
+    calls: list[tuple[str, ...]] = []
+    original = objects._git
+
+    def counting(*arguments, stdin=None):
+        calls.append(arguments)
+        return original(*arguments, stdin=stdin)
+
+    objects._git = counting
+    for commit in (first, second):
+        for paths in (["stacks/web"], ["stacks/shared.env", "stacks/web2"], ["."], ["stacks/we"], []):
+            expected = {}
+            if paths:
+                specs = [f":(literal){path}" if path != "." else "." for path in paths]
+                listing = git(repo.path, "ls-tree", "-r", "-z", "--full-tree", commit, "--", *specs)
+                for record in filter(None, listing.split("\0")):
+                    meta, _, name = record.partition("\t")
+                    expected[name] = meta.split()[2]
+            assert {name: entry.object_id for name, entry in objects.files(commit, paths).items()} == expected, paths
+    assert [arguments[0] for arguments in calls] == ["ls-tree", "ls-tree"]  # once per commit
+    assert set(objects.files(second, ["stacks/web"])) == {"stacks/web/compose.yaml", "stacks/web/conf/nginx.conf"}
+    assert objects.object_format() == objects.object_format() == "sha1" and len(calls) == 3
