@@ -7,7 +7,7 @@ Builds N one-service stacks (the local test image, `sleep`, `init: true`, `stop_
 `network_mode: none`, `pull_policy: never`) in a local bare Git repository and measures, in one run, as wall time
 (the median of --repeat runs) and peak RSS of the process tree:
   - composeflux: first deploy (each repeat on a fresh state with nothing running), no-op sync,
-    one changed stack, ten changed stacks;
+    one changed stack, ten changed stacks, with DEPLOY_JOBS=--jobs;
   - the floor: a sequential `docker compose -p NAME -f FILE up -d` loop over the same stacks
     (first deploy), the same loop with --jobs parallel subprocesses, `git fetch` of the
     repository, one container listing (`docker ps` with a label filter, and one Engine API call
@@ -109,8 +109,8 @@ SELF_RSS = ("import atexit, resource, runpy, sys; out = sys.argv.pop(1); "
 
 
 class Composeflux:
-    def __init__(self, work: Path, load: Workload):
-        self.work, self.load, self.round, self.self_peak = work, load, 0, 0
+    def __init__(self, work: Path, load: Workload, jobs: int):
+        self.work, self.load, self.round, self.self_peak, self.jobs = work, load, 0, 0, jobs
         (work / "tmp").mkdir(exist_ok=True)
         (work / "composeflux.conf").write_text("")
         self.rss_file = work / "composeflux.rss"
@@ -123,7 +123,8 @@ class Composeflux:
         self.state = self.work / f"state-{self.round}"
         self.env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO_ROOT), "STATE_DIRECTORY": str(self.state),
                     "GIT_REPO_URL": str(self.load.remote), "STACK_PATH": "stacks", "TMPDIR": str(self.work / "tmp"),
-                    "HEALTH_STABLE": "0", "METRICS_TEXTFILE": str(self.work / "composeflux.prom")}
+                    "HEALTH_STABLE": "0", "METRICS_TEXTFILE": str(self.work / "composeflux.prom"),
+                    "DEPLOY_JOBS": str(self.jobs)}  # the parallel floor's parallelism
         if "PYTHONPYCACHEPREFIX" in os.environ:  # a read-only checkout (bench/debian13.sh): compiled once, not every run
             self.env["PYTHONPYCACHEPREFIX"] = os.environ["PYTHONPYCACHEPREFIX"]
 
@@ -178,7 +179,7 @@ def engine_api_list(label: str) -> float:
 
 
 def composeflux_figures(args, load: Workload, results: dict) -> Composeflux:
-    cfx = Composeflux(load.work, load)
+    cfx = Composeflux(load.work, load, args.jobs)
     results["composeflux first deploy"] = median([cfx.first_deploy() for _ in range(args.repeat)])
     results["composeflux no-op sync"] = median([cfx.sync() for _ in range(args.repeat)])
     return cfx
@@ -310,7 +311,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stacks", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=4, help="parallelism of the floor's parallel loop")
+    parser.add_argument("--jobs", type=int, default=4, help="DEPLOY_JOBS, and the parallelism of the floor's parallel loop")
     parser.add_argument("--big", type=int, default=200, help="stacks for the big no-op figure (0: skip)")
     parser.add_argument("--peer", choices=["harbormaster"], help="time a peer instead of the floor")
     args = parser.parse_args()
