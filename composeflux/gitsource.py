@@ -11,6 +11,10 @@ VERIFY_TAG_PATTERN (tag) is verified after the fetch and before the working tree
 unverified one raises UnverifiedError and the clone stays at the last verified commit. A first
 clone is then made without a checkout, so no unverified file is ever checked out.
 
+git runs as a plain child process each time (processes.run_bounded: bounded, its whole process
+group killed at the deadline), with GitSource.env on top of the inherited environment. A no-op
+sync runs six: config (the remotes), fetch, reset, clean, log (commit, tree, subject), ls-tree.
+
 Credentials never reach .git/config, process arguments or logs: the HTTPS token is handed to git
 through GIT_CONFIG_* environment variables, the SSH key through GIT_SSH_COMMAND.
 """
@@ -21,32 +25,78 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import shlex
 import shutil
+import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-
-import git
 
 from composeflux import signatures
 from composeflux.checkout import Checkout
 from composeflux.config import DEFAULT_HTTPS_USER, Config
 from composeflux.errors import GitSourceError, StateError, UnverifiedError
+from composeflux.processes import run_bounded
 from composeflux.signatures import Verified
 
 log = logging.getLogger(__name__)
 
 # A hung remote must not block every later sync (systemd would also stop us, but later).
 GIT_NETWORK_TIMEOUT = 300
+# Local commands: reading the clone, and writing its working tree (reset and clean touch every
+# file, like a clone's checkout does, so they get as long as the network commands).
+GIT_READ_TIMEOUT = 60
+GIT_WORK_TREE_TIMEOUT = GIT_NETWORK_TIMEOUT
+# git's messages in English whatever the host's locale: FILE_SYSTEM_ERRORS looks for them.
+GIT_LOCALE = {"LANGUAGE": "C", "LC_ALL": "C"}
 # In the .git of a clone that is composeflux's own render checkout (not a 0.1 checkout that
 # containers ran from): from then on it is reset and cleaned completely on every sync.
 RENDER_CHECKOUT_MARK = "composeflux-render-checkout"
-# What git.Repo and its commands raise for a clone that cannot be used as it is.
-UNUSABLE_CLONE = (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError, ValueError)
 RENDER_CHECKOUT_NOTE = "No container runs from this checkout; composeflux resets and cleans it on every sync.\n"
 # git's advice after an SSH failure; it crowds out the actual reason.
 BOILERPLATE = ("Please make sure you have the correct access rights", "and the repository exists")
+# A remote helper URL (`<transport>::<address>`; `ext::` runs any command): never cloned.
+REMOTE_HELPER_URL = re.compile(r"([A-Za-z0-9][A-Za-z0-9+.-]*|)::")
+
+
+class GitError(Exception):
+    """A git command that failed, or could not run or finish: its arguments, its exit status
+    (None when it did not exit by itself) and its stderr."""
+
+    def __init__(self, command: Sequence[str], status: int | None, stderr: str) -> None:
+        self.command = list(command)
+        self.status = status
+        self.stderr = stderr
+        super().__init__(f"{' '.join(self.command[:2])} exited with status {status}: {stderr.strip()}")
+
+
+# What the commands on an existing clone raise when it cannot be used as it is.
+UNUSABLE_CLONE = (GitError, ValueError)
+
+
+def _git(
+    arguments: Sequence[str],
+    env: dict[str, str],
+    timeout: float,
+    clone: Path | None = None,
+    accept: Collection[int] = (0,),
+) -> bytes:
+    """Run `git ARGUMENTS` (in the clone at the absolute path `clone`, when given) and return its
+    stdout; GitError unless it exits with a status in `accept`.
+
+    In a clone, --git-dir names its .git explicitly: a broken one is an error, never a reason for
+    git to look for a repository in the directories above."""
+    command = ["git", *arguments] if clone is None else ["git", f"--git-dir={clone / '.git'}", *arguments]
+    try:
+        result = run_bounded(command, env={**os.environ, **GIT_LOCALE, **env}, timeout=timeout, cwd=clone)
+    except OSError as exc:
+        raise GitError(command, None, f"git could not be started ({exc.strerror})") from None
+    except subprocess.TimeoutExpired:
+        raise GitError(command, None, f'Timeout: the command "git {" ".join(arguments)}" did not complete in {timeout:g} secs.') from None
+    if result.returncode not in accept:
+        raise GitError(command, result.returncode, result.stderr.decode(errors="replace"))
+    return result.stdout
 
 
 @contextlib.contextmanager
@@ -110,18 +160,17 @@ FILE_SYSTEM_ERRORS = (
 )
 
 
-def _raise_if_full(exc: git.GitCommandError, config: Config) -> None:
+def _raise_if_full(exc: GitError, config: Config) -> None:
     """A full or read-only file system is the state directory's problem, not Git's (exit 9)."""
-    text = str(exc.stderr or "")
+    text = exc.stderr
     for marker, why in FILE_SYSTEM_ERRORS:
         if marker in text:
             raise StateError(f"{config.clone_path}: {why} (git: {_first_line(exc, config)})") from None
 
 
-def _first_line(exc: git.GitCommandError, config: Config) -> str:
+def _first_line(exc: GitError, config: Config) -> str:
     """The useful part of git's stderr, masked."""
-    text = (exc.stderr or str(exc)).strip().replace("stderr: ", "")
-    lines = [line.strip(" '") for line in text.splitlines() if line.strip(" '") and not line.strip(" '").startswith(BOILERPLATE)]
+    lines = [line.strip() for line in exc.stderr.splitlines() if line.strip() and not line.strip().startswith(BOILERPLATE)]
     message = "; ".join(lines[-4:]) or f"git exited with status {exc.status}"
     return config.masker(message)
 
@@ -137,7 +186,14 @@ class GitSource:
         if self.verifying:
             self.env["GIT_NO_REPLACE_OBJECTS"] = "1"  # check out exactly the objects that were verified
 
-    def _target(self, repo: git.Repo) -> tuple[str, Verified | None]:
+    def _in(self, clone: Path, *arguments: str, timeout: float = GIT_READ_TIMEOUT, accept: Collection[int] = (0,)) -> bytes:
+        """`git ARGUMENTS` in the clone (an absolute path), with this source's environment."""
+        return _git(arguments, self.env, timeout, clone, accept)
+
+    def _clone_dir(self) -> Path:
+        return Path(os.path.abspath(self.config.clone_path))
+
+    def _target(self, clone: Path) -> tuple[str, Verified | None]:
         """What to check out: the branch's head; with VERIFY_SIGNATURES, the verified commit (the
         head, or the newest signed tag's), or UnverifiedError before anything is touched."""
         head = f"refs/remotes/origin/{self.config.branch}"
@@ -152,7 +208,10 @@ class GitSource:
         except signatures.SignatureError as exc:
             refused = UnverifiedError(f"refused ({exc.reason}): {exc}; VERIFY_SIGNATURES={self.config.verify_signatures}")
             with contextlib.suppress(*UNUSABLE_CLONE):  # the commit it is about, for the state and the event
-                refused.commit = repo.commit(head).hexsha if self.config.verify_signatures == "commit" else None
+                if self.config.verify_signatures == "commit":
+                    refused.commit = self._in(clone, "rev-parse", "--verify", "--end-of-options", f"{head}^{{commit}}").decode().strip()
+                else:
+                    refused.commit = None
             raise refused from None
         name = verified.ref.removeprefix("refs/remotes/origin/").removeprefix("refs/tags/")
         log.info("%s %s (%s) is signed by %s", "Tag" if verified.kind == "tag" else "Branch", name, verified.commit[:12], verified.signer)
@@ -171,7 +230,7 @@ class GitSource:
         if first is not None:
             return first
         try:
-            return self._update(git.Repo(path), migrate)
+            return self._update(self._clone_dir(), migrate)
         except UNUSABLE_CLONE as exc:
             self._check_not_local_or_remote(exc)  # then the clone itself is broken
             log.warning("The clone at %s could not be updated (%s); re-initialising it", path, _describe(exc, self.config))
@@ -185,10 +244,12 @@ class GitSource:
         if first is not None:
             return first
         try:
-            repo = git.Repo(path)
-            with repo.git.custom_environment(**self.env):
-                self._fetch(repo)
-                return self._checkout_at(repo, *self._target(repo))
+            clone = self._clone_dir()
+            bare = self._fetch(clone)
+            target, verified = self._target(clone)
+            if bare:  # only a bare repository has no working tree; the clone never is one
+                raise GitSourceError(f"{path / '.git'} is a bare repository, not a clone with a working tree")
+            return self._checkout_at(clone, target, verified)
         except UNUSABLE_CLONE as exc:
             self._check_not_local_or_remote(exc)
             raise GitSourceError(f"the clone at {path} cannot be used ({_describe(exc, self.config)}); a real sync rebuilds it") from None
@@ -205,7 +266,7 @@ class GitSource:
     def _check_not_local_or_remote(self, exc: Exception) -> None:
         """Raise if the clone could not be used because of a full disk (rebuilding would only
         make it worse) or an unreachable remote (then nothing must change); return if not."""
-        if isinstance(exc, git.GitCommandError):
+        if isinstance(exc, GitError):
             _raise_if_full(exc, self.config)
         self._check_remote()
 
@@ -230,82 +291,100 @@ class GitSource:
 
     def _clone(self, checkout: bool) -> Checkout:
         path = self.config.clone_path
+        helper = REMOTE_HELPER_URL.match(self.config.repo_url)
+        if helper:
+            raise GitSourceError(
+                f"cannot clone branch {self.config.branch} of {self.config.repo_url}: "
+                f"the `{helper.group(1)}::` protocol (a remote helper) is not allowed"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         for leftover in path.parent.glob(f".{path.name}.clone-*"):
             shutil.rmtree(leftover, ignore_errors=True)  # from a clone that was interrupted
         temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.clone-", dir=path.parent))
         try:
             log.info("Cloning %s (branch %s)", self.config.repo_url, self.config.branch)
-            git.Repo.clone_from(
-                self.config.repo_url,
-                temporary,
-                # Verifying: nothing of the commit is checked out before its signature is checked.
-                multi_options=[] if checkout and not self.verifying else ["--no-checkout"],
-                branch=self.config.branch,
-                env=self.env,
-                kill_after_timeout=GIT_NETWORK_TIMEOUT,
-            )
+            # Verifying: nothing of the commit is checked out before its signature is checked.
+            options = [] if checkout and not self.verifying else ["--no-checkout"]
+            _git(["clone", "-v", *options, f"--branch={self.config.branch}", "--", self.config.repo_url, str(temporary)],
+                 self.env, GIT_NETWORK_TIMEOUT)
             (temporary / ".git" / RENDER_CHECKOUT_MARK).write_text(RENDER_CHECKOUT_NOTE)
             if path.exists():
                 path.rmdir()  # empty, checked by the caller
             temporary.rename(path)
-        except git.GitCommandError as exc:
+        except GitError as exc:
             _raise_if_full(exc, self.config)
             raise GitSourceError(
                 f"cannot clone branch {self.config.branch} of {self.config.repo_url}: {_first_line(exc, self.config)}"
             ) from None
         finally:
             shutil.rmtree(temporary, ignore_errors=True)
-        repo = git.Repo(path)
+        clone = self._clone_dir()
         if not self.verifying:
-            return self._checkout_at(repo, "HEAD")
-        with repo.git.custom_environment(**self.env):
-            if self.config.verify_signatures == "tag":
-                repo.git.fetch("--no-tags", "origin", *self.refspecs, kill_after_timeout=GIT_NETWORK_TIMEOUT)
-            target, verified = self._target(repo)
-            if checkout:
-                repo.git.reset("--hard", target)
-            return self._checkout_at(repo, "HEAD" if checkout else target, verified)
+            return self._checkout_at(clone, "HEAD")
+        if self.config.verify_signatures == "tag":
+            self._in(clone, "fetch", "--no-tags", "origin", *self.refspecs, timeout=GIT_NETWORK_TIMEOUT)
+        target, verified = self._target(clone)
+        if checkout:
+            self._in(clone, "reset", "--hard", target, timeout=GIT_WORK_TREE_TIMEOUT)
+        return self._checkout_at(clone, "HEAD" if checkout else target, verified)
 
-    def _fetch(self, repo: git.Repo) -> None:
-        # The remotes as .git/config has them (GitPython reads the file: no git process).
-        if [remote.name for remote in repo.remotes] != ["origin"] or repo.remotes.origin.url != self.config.repo_url:
-            self._reset_remote(repo)
-        repo.git.fetch("--prune", "--no-tags", "origin", *self.refspecs, kill_after_timeout=GIT_NETWORK_TIMEOUT)
+    def _remotes(self, clone: Path) -> tuple[dict[str, list[str]], bool]:
+        """The clone's remotes with their URLs as its .git/config has them, and whether it says
+        it is bare: one `git config` (which fails for a .git that is not a repository)."""
+        try:
+            listing = self._in(clone, "config", "-z", "--local", "--get-regexp", r"^(remote\..+|core\.bare)$", accept=(0, 1))
+        except GitError as exc:
+            if "--local can only be used inside a git repository" in exc.stderr:
+                raise GitError(exc.command, exc.status, f"fatal: not a git repository: '{clone / '.git'}'") from None
+            raise
+        remotes: dict[str, list[str]] = {}
+        bare = False
+        for record in listing.split(b"\0"):
+            key, newline, value = os.fsdecode(record).partition("\n")
+            if key == "core.bare":
+                bare = not newline or value.strip().lower() in ("true", "yes", "on") or (value.strip().isdigit() and int(value) != 0)
+            elif key.startswith("remote."):
+                name, _, variable = key.removeprefix("remote.").rpartition(".")
+                if name:
+                    urls = remotes.setdefault(name, [])
+                    if variable == "url":
+                        urls.append(value)
+        return remotes, bare
 
-    def _update(self, repo: git.Repo, migrate: Callable[[Path], None] | None) -> Checkout:
-        with repo.git.custom_environment(**self.env):
-            self._fetch(repo)
-            mark = Path(repo.git_dir) / RENDER_CHECKOUT_MARK
-            if not mark.exists():
-                if migrate is not None:
-                    migrate(self.config.clone_path)
-                mark.write_text(RENDER_CHECKOUT_NOTE)
-            target, verified = self._target(repo)
-            repo.git.reset("--hard", target)
-            try:
-                repo.git.clean("-ffdx")
-            except git.GitCommandError as exc:
-                # A file the sync user may not remove; the tracked content is already right.
-                log.warning("Could not remove every untracked file from the clone: %s", _first_line(exc, self.config))
-            return self._checkout_at(repo, "HEAD", verified)
+    def _fetch(self, clone: Path) -> bool:
+        """Make origin the one remote, with our URL, and fetch it; whether the clone says it is bare."""
+        remotes, bare = self._remotes(clone)
+        if list(remotes) != ["origin"] or remotes["origin"] != [self.config.repo_url]:
+            self._reset_remote(clone, remotes)
+        self._in(clone, "fetch", "--prune", "--no-tags", "origin", *self.refspecs, timeout=GIT_NETWORK_TIMEOUT)
+        return bare
 
-    def _reset_remote(self, repo: git.Repo) -> None:
-        for remote in repo.git.remote().split():
-            repo.git.remote("remove", remote)
-        repo.git.remote("add", "origin", self.config.repo_url)
+    def _update(self, clone: Path, migrate: Callable[[Path], None] | None) -> Checkout:
+        self._fetch(clone)
+        mark = clone / ".git" / RENDER_CHECKOUT_MARK
+        if not mark.exists():
+            if migrate is not None:
+                migrate(self.config.clone_path)
+            mark.write_text(RENDER_CHECKOUT_NOTE)
+        target, verified = self._target(clone)
+        self._in(clone, "reset", "--hard", target, timeout=GIT_WORK_TREE_TIMEOUT)
+        try:
+            self._in(clone, "clean", "-ffdx", timeout=GIT_WORK_TREE_TIMEOUT)  # in the top directory: all of the tree
+        except GitError as exc:
+            # A file the sync user may not remove; the tracked content is already right.
+            log.warning("Could not remove every untracked file from the clone: %s", _first_line(exc, self.config))
+        return self._checkout_at(clone, "HEAD", verified)
+
+    def _reset_remote(self, clone: Path, remotes: Collection[str]) -> None:
+        for remote in remotes:
+            self._in(clone, "remote", "remove", "--", remote)
+        self._in(clone, "remote", "add", "origin", self.config.repo_url)
 
     def _check_remote(self) -> None:
         """Raise GitSourceError unless the remote answers and has our branch."""
         try:
-            # GitPython's execute() takes env= and kill_after_timeout=, but its overloads leave them out.
-            # With the defaults (no extended output, stdout as a string) it returns str.
-            heads: str = git.Git().execute(  # type: ignore[call-overload]
-                ["git", "ls-remote", "--heads", self.config.repo_url, f"refs/heads/{self.config.branch}"],
-                env={**os.environ, **self.env},
-                kill_after_timeout=GIT_NETWORK_TIMEOUT,
-            )
-        except git.GitCommandError as exc:
+            heads = _git(["ls-remote", "--heads", self.config.repo_url, f"refs/heads/{self.config.branch}"], self.env, GIT_NETWORK_TIMEOUT)
+        except GitError as exc:
             raise GitSourceError(
                 f"cannot fetch branch {self.config.branch} of {self.config.repo_url}: {_first_line(exc, self.config)}"
             ) from None
@@ -316,53 +395,55 @@ class GitSource:
         """Throw away a broken .git and rebuild it in place; the working tree stays (and, if it
         was a 0.1 checkout that containers ran from, is migrated first)."""
         path = self.config.clone_path
+        clone = self._clone_dir()
         was_render_checkout = (path / ".git" / RENDER_CHECKOUT_MARK).exists()
         shutil.rmtree(path / ".git")
-        repo = git.Repo.init(path)
-        if was_render_checkout:
-            (Path(repo.git_dir) / RENDER_CHECKOUT_MARK).write_text(RENDER_CHECKOUT_NOTE)
         try:
-            with repo.git.custom_environment(**self.env):
-                repo.git.remote("add", "origin", self.config.repo_url)
-            return self._update(repo, migrate)
-        except git.GitCommandError as exc:
+            _git(["init", "-q", "--", str(clone)], self.env, GIT_READ_TIMEOUT)
+            if was_render_checkout:
+                (clone / ".git" / RENDER_CHECKOUT_MARK).write_text(RENDER_CHECKOUT_NOTE)
+            self._in(clone, "remote", "add", "origin", self.config.repo_url)
+            return self._update(clone, migrate)
+        except GitError as exc:
             _raise_if_full(exc, self.config)
             raise GitSourceError(f"cannot rebuild the clone at {path}: {_first_line(exc, self.config)}") from None
 
-    def _checkout_at(self, repo: git.Repo, revision: str, verified: Verified | None = None) -> Checkout:
-        commit = repo.commit(revision)
-        ids, submodules = _object_ids(repo, commit.hexsha)
-        if repo.working_tree_dir is None:  # only a bare repository has none; the clone never is one
-            raise GitSourceError(f"{repo.git_dir} is a bare repository, not a clone with a working tree")
+    def _checkout_at(self, clone: Path, revision: str, verified: Verified | None = None) -> Checkout:
+        """The commit at `revision` with its subject (its message's first line) and object ids:
+        one `git log`, one `git ls-tree`."""
+        described = self._in(clone, "log", "-1", "--no-show-signature", "--encoding=UTF-8", "--format=%H%x00%T%x00%B",
+                             "--end-of-options", revision, "--")
+        commit, tree, message = described.split(b"\0", 2)
+        ids, submodules = self._object_ids(clone, commit.decode())
+        ids["."] = tree.decode()
         return Checkout(
-            path=Path(repo.working_tree_dir).resolve(),
-            commit=commit.hexsha,
-            subject=commit.summary if isinstance(commit.summary, str) else commit.summary.decode(errors="replace"),
+            path=self.config.clone_path.resolve(),
+            commit=commit.decode(),
+            subject=message.split(b"\n", 1)[0].decode(errors="replace"),
             object_ids=ids,
             submodules=submodules,
             signer=verified.signer if verified else None,
             ref=verified.ref if verified and verified.kind == "tag" else None,
         )
 
-
-def _object_ids(repo: git.Repo, commit: str) -> tuple[dict[str, str], frozenset[str]]:
-    """Every tracked path (files and directories) of a commit with its Git object id (a free
-    content hash), and the paths that are submodules."""
-    listing = repo.git.ls_tree("-r", "-t", "-z", "--full-tree", commit)
-    ids: dict[str, str] = {}
-    submodules = set()
-    for entry in listing.split("\0"):
-        if entry:
-            meta, _, name = entry.partition("\t")
-            _mode, kind, object_id = meta.split()
-            ids[name] = object_id
-            if kind == "commit":
-                submodules.add(name)
-    ids["."] = repo.commit(commit).tree.hexsha
-    return ids, frozenset(submodules)
+    def _object_ids(self, clone: Path, commit: str) -> tuple[dict[str, str], frozenset[str]]:
+        """Every tracked path (files and directories) of a commit with its Git object id (a free
+        content hash), and the paths that are submodules; the root tree is the caller's."""
+        listing = self._in(clone, "ls-tree", "-r", "-t", "-z", "--full-tree", commit)
+        ids: dict[str, str] = {}
+        submodules = set()
+        for entry in listing.split(b"\0"):
+            if entry:
+                meta, _, name = entry.partition(b"\t")
+                _mode, kind, object_id = meta.decode().split()
+                path = os.fsdecode(name)
+                ids[path] = object_id
+                if kind == "commit":
+                    submodules.add(path)
+        return ids, frozenset(submodules)
 
 
 def _describe(exc: Exception, config: Config) -> str:
-    if isinstance(exc, git.GitCommandError):
+    if isinstance(exc, GitError):
         return _first_line(exc, config)
     return config.masker(f"{type(exc).__name__}: {exc}")

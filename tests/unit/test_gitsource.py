@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import git
 import pytest
 
 from composeflux import config as configuration
@@ -317,7 +316,7 @@ def test_an_unreachable_remote_leaves_the_clone_alone(tmp_path, remote):
         source.sync()
     assert f"branch {BRANCH} " in str(caught.value)
     assert (checkout.path / "stacks/web/compose.yaml").exists()
-    assert git.Repo(checkout.path).head.commit.hexsha == checkout.commit
+    assert remote.run("git", "-C", str(checkout.path), "rev-parse", "HEAD") == checkout.commit
 
 
 def test_a_branch_the_remote_does_not_have_is_an_error_naming_it(tmp_path, remote):
@@ -346,14 +345,14 @@ def test_credentials_reach_git_only_through_its_environment(tmp_path, remote, mo
     encoded = base64.b64encode(f"x-access-token:{token}".encode()).decode()
     commands: list[list[str]] = []
     environments: list[dict[str, str]] = []
-    real_popen = git.cmd.Popen
+    real_popen = subprocess.Popen
 
-    def recording_popen(command, *args, **kwargs):
+    def recording_popen(command, *args, **kwargs):  # every child process: git's, and any other
         commands.append([str(word) for word in command])
         environments.append(dict(kwargs.get("env") or {}))
         return real_popen(command, *args, **kwargs)
 
-    monkeypatch.setattr(git.cmd, "Popen", recording_popen)
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
     source = source_for(tmp_path, remote.bare, GIT_TOKEN=token)
     source.sync()
     remote.commit({"README.md": "again\n"}, "again")
@@ -367,3 +366,85 @@ def test_credentials_reach_git_only_through_its_environment(tmp_path, remote, mo
     git_config = (checkout.path / ".git" / "config").read_text()
     assert token not in git_config and encoded not in git_config
     assert f"url = {remote.bare}" in git_config
+
+
+def test_a_no_op_sync_runs_six_git_commands_and_nothing_else(tmp_path, remote, monkeypatch):
+    source = source_for(tmp_path, remote.bare)
+    source.sync()
+    commands: list[list[str]] = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(command, *args, **kwargs):
+        commands.append([str(word) for word in command])
+        return real_popen(command, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", recording_popen)
+    source.sync()
+    subcommands = [next(word for word in command[1:] if not word.startswith("-")) for command in commands]
+    assert [command[0] for command in commands] == ["git"] * len(commands)
+    assert subcommands == ["config", "fetch", "reset", "clean", "log", "ls-tree"]
+
+
+def test_the_subject_is_the_first_line_of_the_message(tmp_path, remote):
+    remote.commit({"README.md": "again\n"}, "a first line\nand a second one, same paragraph\n\nthe body")
+    assert source_for(tmp_path, remote.bare).sync().subject == "a first line"
+
+
+def broken_head_and_objects(git_dir: Path) -> None:
+    shutil.rmtree(git_dir / "objects")
+    (git_dir / "HEAD").write_text("garbage\n")
+
+
+def no_head(git_dir: Path) -> None:
+    (git_dir / "HEAD").unlink()
+
+
+def no_config(git_dir: Path) -> None:
+    (git_dir / "config").write_text("[core\n")
+
+
+@pytest.mark.parametrize("damage", [broken_head_and_objects, no_head, no_config])
+def test_a_broken_clone_is_rebuilt_in_place_not_mistaken_for_a_repository_around_it(tmp_path, remote, caplog, damage):
+    Remote.run("git", "init", "-q", str(tmp_path))  # a repository the state directory lies in
+    source = source_for(tmp_path, remote.bare)
+    clone = source.sync().path
+    (clone / "untracked.txt").write_text("left behind\n")
+    damage(clone / ".git")
+    new = remote.commit({"README.md": "second\n"}, "second")
+
+    checkout = source.sync()
+    assert "re-initialising it" in caplog.text
+    assert checkout.commit == new and checkout.subject == "second"
+    assert remote.run("git", "-C", str(clone), "rev-parse", "HEAD") == new
+    assert (clone / "README.md").read_text() == "second\n" and not (clone / "untracked.txt").exists()
+    assert (clone / ".git" / "composeflux-render-checkout").exists()  # still composeflux's own
+    assert Remote.run("git", "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=no") == ""  # the outer one untouched
+
+
+def test_a_dry_run_does_not_rebuild_a_broken_clone(tmp_path, remote):
+    source = source_for(tmp_path, remote.bare)
+    clone = source.sync().path
+    (clone / ".git" / "HEAD").unlink()
+    with pytest.raises(GitSourceError, match=r"cannot be used \(fatal: not a git repository: .*\); a real sync rebuilds it"):
+        source.fetch()
+    assert not (clone / ".git" / "HEAD").exists()
+
+
+def test_other_remotes_and_another_url_are_replaced_by_origin(tmp_path, remote):
+    source = source_for(tmp_path, remote.bare)
+    clone = source.sync().path
+    remote.run("git", "-C", str(clone), "remote", "set-url", "origin", str(tmp_path / "elsewhere.git"))
+    remote.run("git", "-C", str(clone), "remote", "add", "upstream", str(tmp_path / "other.git"))
+    new = remote.commit({"README.md": "again\n"}, "again")
+    assert source.sync().commit == new
+    remotes = remote.run("git", "-C", str(clone), "remote", "-v").splitlines()
+    assert remotes == [f"origin\t{remote.bare} (fetch)", f"origin\t{remote.bare} (push)"]
+
+
+def test_a_hung_remote_is_given_up_at_the_network_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr("composeflux.gitsource.GIT_NETWORK_TIMEOUT", 0.2)
+    source = source_for(tmp_path, "ssh://git.example.invalid/stacks.git")
+    source.env["GIT_SSH_COMMAND"] = "sleep 60; false"
+    with pytest.raises(GitSourceError, match=r"cannot clone branch deploy .*did not complete in 0.2 secs"):
+        source.sync()
+    assert not (tmp_path / "state" / "repo").exists()
