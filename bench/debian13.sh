@@ -1,6 +1,6 @@
 #!/bin/sh
-# bench/compare.py on Debian 13 (trixie): its Python, its python3-* packages (a newer GitPython,
-# PyYAML, click and python3-docker than Debian 12's), its docker-cli and docker-compose, against
+# bench/compare.py on Debian 13 (trixie): its Python, its python3-* packages (newer PyYAML, click
+# and cryptography than Debian 12's; python3-docker only for the SDK's figure), its docker-cli and docker-compose, against
 # this host's Docker engine (the socket is shared with the container; no engine runs inside).
 #
 #     bench/debian13.sh [compare.py options]      e.g. bench/debian13.sh --stacks 50 --repeat 3
@@ -13,7 +13,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-PACKAGES="procps python3 python3-git python3-yaml python3-click python3-cryptography python3-requests python3-docker git docker-cli docker-compose"
+PACKAGES="procps python3 python3-yaml python3-click python3-cryptography python3-requests python3-docker git docker-cli docker-compose"
 base=$(tests/e2e/build-rootfs.sh)
 key=$(printf '%s %s' "$base" "$PACKAGES" | sha256sum | cut -c1-12)
 image="cfx-bench-trixie:$key"

@@ -98,7 +98,7 @@ def setup_logging(level: str, log_format: str, masker: Masker, commit_field: Com
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # GitPython, urllib3 and apprise are chatty below WARNING and may echo URLs; keep them at WARNING.
-    for noisy in ("git", "urllib3", "docker", "apprise"):
+    # urllib3 (under requests) and apprise are chatty below WARNING and may echo URLs; keep them at WARNING.
+    for noisy in ("urllib3", "apprise"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return commit_field
