@@ -553,8 +553,10 @@ class _Run:
 
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="composeflux-deploy") as pool:
             while queue or running:
-                while stopped is None and len(running) < jobs:
+                while stopped is None and len(running) < jobs and queue:
                     ready = next((name for name in queue if waits[name] <= finished), None)
+                    if ready is None and not running:
+                        ready = queue[0]  # never happens (the waits point back in the plan); never a hang either
                     if ready is None:
                         break
                     queue.remove(ready)
