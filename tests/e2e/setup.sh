@@ -4,7 +4,7 @@
 set -eu
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export PATH DEBIAN_FRONTEND=noninteractive
-packages="debootstrap build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db git busybox-static"
+packages="debootstrap build-essential dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools lintian man-db git busybox-static apt-utils gnupg"
 # shellcheck disable=SC2086
 "$(dirname "$0")/../../scripts/ensure-packages.sh" $packages
 # Build (or reuse) the cached Debian 13 image now, so the test's own timing excludes it.
