@@ -1,3 +1,3 @@
 """composeflux: GitOps for Docker Compose stacks, one sync per run."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
