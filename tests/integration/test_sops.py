@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from composeflux.compose import Compose
 from tests.conftest import TEST_IMAGE, containers, run
 from tests.sopsenc import age_keygen, encrypt_file
 
@@ -76,16 +77,23 @@ def exec_in(container_id: str, command: str) -> str:
     return run("docker", "exec", container_id, "sh", "-c", command).stdout
 
 
-def docker_recorder(tmp_path: Path) -> tuple[Path, Path]:
-    """A `docker` first on PATH that records every argument list and runs the real one."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+def docker_recorder(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """Settings that put a recording wrapper in front of every docker program composeflux runs:
+    the `docker` CLI (first on PATH) and the Compose plugin, which composeflux starts directly
+    (a DOCKER_CONFIG whose cli-plugins holds a wrapper of the real plugin). Each records its
+    argument list and runs the real program."""
     record = tmp_path / "docker-argv"
-    real = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True, check=True).stdout.strip()
-    shim = bin_dir / "docker"
-    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {record}\nexec {real} "$@"\n')
-    shim.chmod(0o755)
-    return bin_dir, record
+    bin_dir = tmp_path / "bin"
+    plugins = tmp_path / "docker-config" / "cli-plugins"
+    bin_dir.mkdir()
+    plugins.mkdir(parents=True)
+    real_docker = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True, check=True).stdout.strip()
+    real_compose = Compose().plugin
+    assert real_compose, "the test needs the Compose plugin installed as a docker CLI plugin"
+    for shim, real in ((bin_dir / "docker", real_docker), (plugins / "docker-compose", real_compose)):
+        shim.write_text(f'#!/bin/sh\nprintf "%s %s\\n" "$(basename "$0")" "$*" >> {record}\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CONFIG": str(plugins.parent)}, record
 
 
 PLAINTEXTS = (DB_PASSWORD, DB_PASSWORD.replace("$", "$$"), API_TOKEN, "cfg-secret-a81f3d", SECRET_FILE, BOUND["password"])
@@ -113,8 +121,8 @@ def test_sops_files_reach_the_container_decrypted_and_nothing_else(cfx, repo, pr
     vault_stack(repo, vault, recipient)
     repo.add_stack(plain)
     repo.commit("sops stack")
-    bin_dir, argv_record = docker_recorder(tmp_path)
-    cfx.settings(SOPS_AGE_KEY_FILE=key_file, PATH=f"{bin_dir}:{os.environ['PATH']}")
+    recording, argv_record = docker_recorder(tmp_path)
+    cfx.settings(SOPS_AGE_KEY_FILE=key_file, **recording)
 
     result = cfx.sync()
 
@@ -136,7 +144,9 @@ def test_sops_files_reach_the_container_decrypted_and_nothing_else(cfx, repo, pr
     labels = json.loads(run("docker", "inspect", app.id).stdout)[0]["Config"]["Labels"]
     assert_nowhere([json.dumps(labels)], "the labels")
     assert_nowhere(files_under(cfx.state), "the state directory")
-    assert_nowhere([argv_record.read_text()], "process arguments")
+    argv = argv_record.read_text()
+    assert any(line.startswith(f"docker-compose -p {vault} ") and " up --detach" in line for line in argv.splitlines()), argv
+    assert_nowhere([argv], "process arguments")
     # Compose itself wrote no decrypted file next to the project (it copies into the container).
     assert_nowhere(files_under(repo.work), "the repository")
 

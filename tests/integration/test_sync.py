@@ -139,19 +139,32 @@ def test_stack_yml_env_redeploys_only_the_stacks_that_use_it(cfx, repo, prefix):
     assert container_ids(f"{prefix}-plain") == plain
 
 
-def test_startup_order_first_then_by_name(cfx, repo, prefix):
-    for name in ("zeta", "alpha", "mid", "db"):
+def started_at(prefix: str, names: tuple[str, ...]) -> dict[str, str]:
+    created = {name: containers(f"{prefix}-{name}")["app"].id for name in names}
+    return {name: run("docker", "inspect", "-f", "{{.State.StartedAt}}", cid).stdout.strip() for name, cid in created.items()}
+
+
+@pytest.mark.parametrize("jobs", [1, 4])
+def test_startup_order_goes_first_one_by_one(cfx, repo, prefix, jobs):
+    """The startup_order stacks start one after the other, in that order, before all others;
+    the others follow by name, one by one with DEPLOY_JOBS=1, side by side otherwise."""
+    names = ("zeta", "alpha", "mid", "db")
+    for name in names:
         repo.add_stack(f"{prefix}-{name}")
     repo.write("stack.yml", f"startup_order:\n  - {prefix}-zeta\n  - {prefix}-db\n  - {prefix}-ghost\n")
     repo.commit()
+    cfx.settings(DEPLOY_JOBS=jobs)
     result = cfx.sync()
-    assert deployed_order(result.stderr) == [f"{prefix}-zeta", f"{prefix}-db", f"{prefix}-alpha", f"{prefix}-mid"]
+    order = deployed_order(result.stderr)
+    assert order[:2] == [f"{prefix}-zeta", f"{prefix}-db"], result.stderr
     assert f"startup_order names '{prefix}-ghost'" in result.stderr
-    created = {name: containers(f"{prefix}-{name}")["app"].id for name in ("zeta", "db", "alpha", "mid")}
-    starts = {
-        name: run("docker", "inspect", "-f", "{{.State.StartedAt}}", cid).stdout.strip() for name, cid in created.items()
-    }
-    assert starts["zeta"] < starts["db"] < starts["alpha"] < starts["mid"]
+    starts = started_at(prefix, names)
+    assert starts["zeta"] < starts["db"] < min(starts["alpha"], starts["mid"]), (starts, result.stderr)
+    if jobs == 1:
+        assert order == [f"{prefix}-zeta", f"{prefix}-db", f"{prefix}-alpha", f"{prefix}-mid"]
+        assert starts["alpha"] < starts["mid"]
+    else:
+        assert sorted(order[2:]) == [f"{prefix}-alpha", f"{prefix}-mid"]
 
 
 def test_deleted_stack_is_pruned_and_unmanaged_projects_are_left_alone(cfx, repo, prefix, tmp_path):
