@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import time
 from pathlib import Path
 
@@ -87,11 +86,10 @@ def docker_recorder(tmp_path: Path) -> tuple[dict[str, str], Path]:
     plugins = tmp_path / "docker-config" / "cli-plugins"
     bin_dir.mkdir()
     plugins.mkdir(parents=True)
-    real_docker = subprocess.run(["sh", "-c", "command -v docker"], capture_output=True, text=True, check=True).stdout.strip()
-    real_compose = Compose().plugin
-    assert real_compose, "the test needs the Compose plugin installed as a docker CLI plugin"
-    for shim, real in ((bin_dir / "docker", real_docker), (plugins / "docker-compose", real_compose)):
-        shim.write_text(f'#!/bin/sh\nprintf "%s %s\\n" "$(basename "$0")" "$*" >> {record}\nexec {real} "$@"\n')
+    real = Compose()  # the docker CLI and the Compose plugin as composeflux finds them
+    assert real.plugin, "the test needs the Compose plugin installed as a docker CLI plugin"
+    for shim, program in ((bin_dir / "docker", real.docker), (plugins / "docker-compose", real.plugin)):
+        shim.write_text(f'#!/bin/sh\nprintf "%s %s\\n" "$(basename "$0")" "$*" >> {record}\nexec {program} "$@"\n')
         shim.chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CONFIG": str(plugins.parent)}, record
 
