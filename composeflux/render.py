@@ -231,6 +231,15 @@ class Renderer:
 
     def _hash(self, stack: Stack, project: dict[str, JSON], base: Path, revealed: Revealed | None = None) -> RenderedStack:
         services = project.get("services") or {}
+        # A secret or config that takes its value from a variable (`environment:`, a secrets
+        # provider's value): the project holds only the variable's name, so the value goes into
+        # the hashes as its keyed hash (Compose ignores x- fields). A new value redeploys the
+        # services using it; with Swarm it is a new secret.
+        for kind in ("configs", "secrets"):
+            for definition in (project.get(kind) or {}).values():
+                variable = definition.get("environment") if isinstance(definition, dict) else None
+                if isinstance(variable, str) and "x-composeflux-content" not in definition and variable in self.env:
+                    definition["x-composeflux-content"] = self.hmac("environment-secret", self.env[variable])
         service_hashes = {}
         all_files: dict[str, str] = {}
         for name, service in services.items():

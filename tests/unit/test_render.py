@@ -146,6 +146,21 @@ def test_a_used_top_level_resource_is_part_of_the_service_hash(root):
     assert bridge.service_hashes["db"] == overlay.service_hashes["db"]  # db does not use it
 
 
+def test_a_secret_taken_from_a_variable_is_hashed_by_its_value_keyed(root):
+    """The project holds only the variable's name; a new value must redeploy (and, with Swarm,
+    be a new secret), without the value or a plain hash of it in the project."""
+    def with_token(value):
+        document = project(app=service(secrets=[{"source": "token", "target": "/run/secrets/token"}]), db=service("postgres:16"))
+        document["secrets"] = {"token": {"name": "web_token", "environment": "TOKEN"}}
+        return render(root, document, env={"TOKEN": value})
+
+    first, again, other = with_token("value-one"), with_token("value-one"), with_token("value-two")
+    assert first.hashes == again.hashes
+    assert other.hashes.service_hashes["app"] != first.hashes.service_hashes["app"]
+    assert other.hashes.service_hashes["db"] == first.hashes.service_hashes["db"]  # db does not use it
+    assert "value-one" not in json.dumps(first.project)
+
+
 def test_the_networks_and_volumes_a_stack_creates_and_needs_are_named(root):
     """What plan.network_order and plan.schedule order stacks by: volumes as volume:NAME."""
     document = project(app=service(networks={"back": None, "proxy": None}))
