@@ -85,12 +85,14 @@ CORE_KEYS = frozenset(
         "VERIFY_TAG_PATTERN",
         "ALLOWED_SIGNERS",
         "VERIFY_KEYRING",
+        "BACKEND",
     }
 )
 # Core settings whose values are credentials (the providers' are listed in secrets/).
 CORE_CREDENTIALS = frozenset({"SOPS_AGE_KEY", "NOTIFY_URLS"})
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+BACKENDS = ("compose", "swarm")
 LOG_FORMATS = ("text", "json")
 HOST_KEY_CHECKING = ("yes", "accept-new")
 BRANCH_PATTERN = re.compile(r"^(?!-)(?!.*\.\.)[A-Za-z0-9._/-]+(?<![./])$")
@@ -119,6 +121,7 @@ class Config:
     rollback: bool  # put a stack that fails its health gate back to its last good revision
     heal_max_attempts: int  # redeploys of a broken stack at one revision; 0: never heal
     image_updates: str  # off, notify, apply: what `composeflux update` does about a new image behind a tag
+    backend: str  # compose (`docker compose up` on this host) or swarm (`docker stack deploy` on this swarm manager)
     reporting: Reporting  # notifications and metrics
     verify_signatures: str  # off, commit (the branch's head must be signed), tag (the newest signed tag)
     verify_tag_pattern: str  # VERIFY_SIGNATURES=tag: the tags considered (a glob under refs/tags/)
@@ -365,6 +368,7 @@ def load(
         rollback=boolean(settings, "ROLLBACK", True),
         heal_max_attempts=integer(settings, "HEAL_MAX_ATTEMPTS", 3, minimum=0, maximum=100),
         image_updates=choice(settings, "IMAGE_UPDATES", ("off", "notify", "apply"), "notify"),
+        backend=choice(settings, "BACKEND", BACKENDS, "compose"),
         reporting=_reporting(settings, state_dir, masker),
         **_verification(settings),
         log_level=choice(settings, "LOG_LEVEL", LOG_LEVELS, "INFO"),

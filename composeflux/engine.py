@@ -5,6 +5,7 @@ EngineError naming what was being done."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 from composeflux.deployed import (
@@ -25,6 +26,7 @@ from composeflux.errors import EngineError
 from composeflux.health import ContainerHealth
 from composeflux.preflight import EngineFacts
 from composeflux.rendered import JSON
+from composeflux.swarm import STACK_NAMESPACE, ServiceView, SwarmObject, encoded
 
 EXIT_CODE = re.compile(r"^Exited \((\d+)\)")
 HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)$")  # the end of the listing's Status
@@ -258,3 +260,229 @@ def remove_unused_images(image_ids: list[str]) -> list[str]:
     except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot remove replaced images: {exc}") from None
     return removed
+
+
+# -- Docker Swarm (BACKEND=swarm) -----------------------------------------------------------------
+
+
+def swarm_role() -> tuple[str, str]:
+    """This engine's place in its swarm: ("leader" | "manager" | "worker" | "inactive", the
+    leader's host name when known). From `GET /info` (Swarm.LocalNodeState, ControlAvailable,
+    NodeID), then, on a manager, `GET /nodes/{NodeID}` (ManagerStatus.Leader) and the leader's
+    node from `GET /nodes`."""
+    try:
+        with Client() as client:
+            swarm = client.get("/info").get("Swarm") or {}
+            if swarm.get("LocalNodeState") != "active":
+                return "inactive", ""
+            if not swarm.get("ControlAvailable"):
+                return "worker", ""
+            node = client.get(f"/nodes/{swarm.get('NodeID')}")
+            if (node.get("ManagerStatus") or {}).get("Leader"):
+                return "leader", str((node.get("Description") or {}).get("Hostname") or "")
+            leaders = [n for n in client.get("/nodes") if (n.get("ManagerStatus") or {}).get("Leader")]
+            return "manager", str(((leaders[0].get("Description") or {}).get("Hostname") or "") if leaders else "")
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot ask the Docker engine about its swarm: {exc}") from None
+
+
+def _stack_services(client: Client, namespace: str | None = None) -> list[dict[str, JSON]]:
+    label = f"{STACK_NAMESPACE}={namespace}" if namespace else STACK_NAMESPACE
+    services: list[dict[str, JSON]] = client.get("/services", status="true", filters={"label": [label]})
+    return services
+
+
+def _service_key(service: dict[str, JSON]) -> tuple[str, str]:
+    spec = service.get("Spec") or {}
+    namespace = str((spec.get("Labels") or {}).get(STACK_NAMESPACE) or "")
+    return namespace, str(spec.get("Name") or "").removeprefix(f"{namespace}_")
+
+
+def read_swarm_state(instance_id: str) -> EngineState:
+    """The swarm's stacks as EngineState: one Container per service (its ID, its service labels,
+    "running" while any of its tasks runs, a finished job "exited" with 0), so that the plan
+    compares Swarm services exactly as it compares Compose containers."""
+    try:
+        with Client() as client:
+            services = _stack_services(client)
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot list the swarm's services: {exc}") from None
+    pairs = []
+    for service in services:
+        namespace, key = _service_key(service)
+        status = service.get("ServiceStatus") or {}
+        mode = (service.get("Spec") or {}).get("Mode") or {}
+        desired, running = int(status.get("DesiredTasks") or 0), int(status.get("RunningTasks") or 0)
+        if "ReplicatedJob" in mode or "GlobalJob" in mode:
+            state, code = ("exited", 0) if int(status.get("CompletedTasks") or 0) >= desired else ("running", None)
+        else:
+            state, code = ("running", None) if running > 0 or desired == 0 else ("exited", None)
+        labels = {str(k): str(v) for k, v in ((service.get("Spec") or {}).get("Labels") or {}).items()}
+        pairs.append((namespace, Container(id=str(service.get("ID")), service=key, labels=labels, state=state, exit_code=code)))
+    return engine_state(pairs, instance_id)
+
+
+def read_swarm_stack(namespace: str) -> list[ServiceView]:
+    """A stack's services, each with its tasks (for the convergence wait, once per poll)."""
+    try:
+        with Client() as client:
+            views = []
+            for service in _stack_services(client, namespace):
+                tasks = client.get("/tasks", filters={"service": [str(service.get("ID"))]})
+                tasks.sort(key=lambda task: str((task.get("Status") or {}).get("Timestamp") or ""))
+                views.append(ServiceView(_service_key(service)[1], service, tuple(tasks)))
+            return views
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot read the services of the stack {namespace}: {exc}") from None
+
+
+def engine_time() -> str:
+    """The engine's clock now, as it writes times (RFC 3339, UTC): what task times are compared with."""
+    try:
+        with Client() as client:
+            return str(client.get("/info").get("SystemTime") or "")
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot read the Docker engine's clock: {exc}") from None
+
+
+def create_swarm_objects(objects: tuple[SwarmObject, ...] | list[SwarmObject]) -> list[str]:
+    """Create the configs and secrets a stack file refers to that do not exist yet; returns
+    the names created. One of that name that composeflux did not make (no such labels) is left
+    alone and is an error: its content is not known to be this one."""
+    created = []
+    try:
+        with Client() as client:
+            for item in objects:
+                existing = client.get(f"/{item.kind}", filters={"name": [item.name]})
+                match = [found for found in existing if (found.get("Spec") or {}).get("Name") == item.name]
+                if match:
+                    labels = (match[0].get("Spec") or {}).get("Labels") or {}
+                    if labels.get(INSTANCE) != item.labels[INSTANCE]:
+                        raise EngineError(
+                            f"a Swarm {item.kind[:-1]} named {item.name} exists and was not made by this composeflux instance"
+                        )
+                    continue
+                body = {"Name": item.name, "Labels": item.labels, "Data": encoded(item.data)}
+                client.request("POST", f"/{item.kind}/create", body=body)
+                created.append(item.name)
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot create the stack's configs and secrets: {exc}") from None
+    return created
+
+
+def remove_unused_swarm_objects(namespace: str, instance_id: str, keep: set[str]) -> list[str]:
+    """Remove the configs and secrets of this stack that this instance created, that are not in
+    `keep` (the names the stack file uses now) and that no service of the swarm refers to, in
+    its spec or its previous spec (what a `docker service rollback` would go back to). Returns
+    what was removed; one the engine still finds in use stays."""
+    removed = []
+    try:
+        with Client() as client:
+            used: set[str] = set()
+            for service in client.get("/services"):
+                for spec in (service.get("Spec") or {}, service.get("PreviousSpec") or {}):
+                    container = (spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}
+                    for kind, field in (("Configs", "ConfigName"), ("Secrets", "SecretName")):
+                        used |= {str(reference.get(field)) for reference in container.get(kind) or []}
+            ours = [f"{MANAGED_BY}={MANAGED_BY_VALUE}", f"{INSTANCE}={instance_id}", f"{STACK_NAMESPACE}={namespace}"]
+            for kind in ("configs", "secrets"):
+                for item in client.get(f"/{kind}", filters={"label": ours}):
+                    name = str((item.get("Spec") or {}).get("Name") or "")
+                    if name in keep or name in used:
+                        continue
+                    try:
+                        client.request("DELETE", f"/{kind}/{item['ID']}")
+                    except EngineAPIError:  # in use after all (a task being removed), or gone
+                        continue
+                    removed.append(name)
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot remove the stack's old configs and secrets: {exc}") from None
+    return removed
+
+
+def claim_stack(namespace: str, instance_id: str) -> str | None:
+    """claim() for a Swarm stack name: a labelled config, which the managers create once for the
+    whole swarm (a second create of that name fails), so two instances on two managers cannot
+    both take a name."""
+    name = claim_name(namespace)
+    body = {"Name": name, "Labels": {MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: instance_id}, "Data": encoded(instance_id.encode())}
+    try:
+        with Client() as client:
+            try:
+                client.request("POST", "/configs/create", body=body)
+                return None
+            except EngineAPIError as exc:
+                if exc.status != 409:
+                    raise
+            found = [c for c in client.get("/configs", filters={"name": [name]}) if (c.get("Spec") or {}).get("Name") == name]
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot claim the stack name {namespace}: {exc}") from None
+    holder = ((found[0].get("Spec") or {}).get("Labels") or {}).get(INSTANCE) if found else None
+    if holder == instance_id:
+        return None
+    return f"claimed by another composeflux instance ({holder or 'unknown'}; `docker config rm {name}` releases it)"
+
+
+def release_stack(namespace: str, instance_id: str) -> None:
+    """Remove this instance's claim on a Swarm stack name (after the stack was removed)."""
+    name = claim_name(namespace)
+    try:
+        with Client() as client:
+            for found in client.get("/configs", filters={"name": [name]}):
+                spec = found.get("Spec") or {}
+                if spec.get("Name") == name and (spec.get("Labels") or {}).get(INSTANCE) == instance_id:
+                    client.request("DELETE", f"/configs/{found['ID']}")
+    except NotFound:
+        return
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot release the claim on {namespace}: {exc}") from None
+
+
+def rollback_services(ids: list[str]) -> list[str]:
+    """`docker service rollback` of these services: each back to its previous spec (the engine
+    does it, with the service's rollback_config). Returns what failed, one line per service."""
+    problems = []
+    try:
+        with Client() as client:
+            for service_id in ids:
+                try:
+                    service = client.get(f"/services/{service_id}")
+                    version = (service.get("Version") or {}).get("Index")
+                    client.request("POST", f"/services/{service_id}/update", {"version": version, "rollback": "previous"},
+                                   body=service.get("Spec") or {})
+                except EngineAPIError as exc:
+                    problems.append(f"{service_id[:12]}: {exc}")
+    except EngineUnreachable as exc:
+        raise EngineError(f"cannot roll services back on the Docker engine: {exc}") from None
+    return problems
+
+
+def swarm_hash_key(instance_id: str, local: bytes, create: bool = True) -> bytes:
+    """The hash key every manager of the swarm uses for this instance, kept in the swarm as a
+    config (`composeflux-hash-key-<instance>`, readable only through the Docker API, which is
+    root's anyway): the first manager to sync puts its own key there (`local`), the others take
+    it. So a new leader computes the very hashes and config and secret names the old one did, and
+    a change of leader redeploys nothing. `create=False` (a dry run): the local key when the
+    swarm has none yet, and nothing is created."""
+    name = f"composeflux-hash-key-{instance_id}"
+    labels = {MANAGED_BY: MANAGED_BY_VALUE, INSTANCE: instance_id}
+    try:
+        with Client() as client:
+            for attempt in (1, 2):
+                found = [c for c in client.get("/configs", filters={"name": [name]}) if (c.get("Spec") or {}).get("Name") == name]
+                if found:
+                    data = base64.b64decode(str((found[0].get("Spec") or {}).get("Data") or ""))
+                    if len(data) < 16:
+                        raise EngineError(f"the swarm's config {name} is damaged; remove it (`docker config rm {name}`)")
+                    return data
+                if not create:
+                    return local
+                try:
+                    client.request("POST", "/configs/create", body={"Name": name, "Labels": labels, "Data": encoded(local)})
+                    return local
+                except EngineAPIError as exc:
+                    if exc.status != 409 or attempt == 2:
+                        raise
+    except (EngineAPIError, EngineUnreachable) as exc:
+        raise EngineError(f"cannot read or create the swarm's hash key for this instance: {exc}") from None
+    raise EngineError(f"cannot read or create the swarm's hash key {name}")

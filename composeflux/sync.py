@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -26,10 +28,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from composeflux import alerts, events, reporting, state, trigger
+from composeflux import alerts, events, reporting, state, swarm, trigger
 from composeflux.apply import Applier, ApplyError, labelled_project
 from composeflux.checkout import Checkout, TreeRevision
-from composeflux.compose import Compose
+from composeflux.compose import Compose, Result, engine_unreachable
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, IMAGE_REFERENCE, EngineState
 from composeflux.environment import LocalEnvError, StackEnvironment, read_dotenv, read_local_env, stack_environment
@@ -173,15 +175,62 @@ class Tools:
     restart: Callable[[list[str]], list[str]] | None = None
     # Remove images no container uses any more (after an image update) -> those removed.
     remove_images: Callable[[list[str]], list[str]] | None = None
+    swarm: SwarmTools | None = None  # BACKEND=swarm: stacks go to `docker stack deploy` instead of `up`
 
 
-def default_tools() -> Tools:
-    from composeflux import engine  # the Docker SDK is slow to import: only when a sync runs
+@dataclasses.dataclass(frozen=True)
+class SwarmTools:
+    """What BACKEND=swarm deploys with besides the render (swarm.py, engine.py)."""
 
+    stack: swarm.Stack
+    read_stack: Callable[[str], list[swarm.ServiceView]]
+    create_objects: Callable[[tuple[swarm.SwarmObject, ...]], list[str]]
+    remove_unused_objects: Callable[[str, str, set[str]], list[str]]
+    rollback: Callable[[list[str]], list[str]]  # service IDs -> what failed (`docker service rollback`)
+    engine_time: Callable[[], str]
+    # (instance, this host's key, whether to store it in the swarm when it has none) -> the swarm's key
+    hash_key: Callable[[str, bytes, bool], bytes]
+    role: Callable[[], tuple[str, str]]  # this engine's place in the swarm, and the leader's host name
+
+
+def default_tools(backend: str = "compose") -> Tools:
+    from composeflux import engine  # only when a sync runs
+
+    compose = Compose()
+    if backend == "swarm":
+        tools = SwarmTools(
+            swarm.Stack(compose.docker), engine.read_swarm_stack, engine.create_swarm_objects, engine.remove_unused_swarm_objects,
+            engine.rollback_services, engine.engine_time, engine.swarm_hash_key, engine.swarm_role,
+        )
+        return Tools(
+            compose, engine.read_swarm_state, engine.claim_stack, engine.release_stack, engine.read_facts, engine.inspect_project,
+            swarm=tools,
+        )
     return Tools(
-        Compose(), engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project, engine.restart_containers,
+        compose, engine.read_state, engine.claim, engine.release, engine.read_facts, engine.inspect_project, engine.restart_containers,
         engine.remove_unused_images,
     )
+
+
+def _not_the_leader(config: Config, options: Options, tools: Tools | None) -> bool:
+    """BACKEND=swarm: whether this manager leaves the sync to the swarm's leader (the timer may
+    run on every manager; only the leader changes anything). A dry run goes ahead on any
+    manager: it changes nothing. A node that is no manager at all cannot sync: EngineError."""
+    if config.backend != "swarm":
+        return False
+    if tools is not None and tools.swarm is not None:
+        role, leader = tools.swarm.role()
+    else:
+        from composeflux import engine
+
+        role, leader = engine.swarm_role()
+    if role in ("inactive", "worker"):
+        what = "not part of a swarm" if role == "inactive" else "a swarm worker"
+        raise EngineError(f"BACKEND=swarm, but this Docker engine is {what}: run composeflux on a swarm manager")
+    if role == "manager" and not options.dry_run:
+        log.info("Not the leader of the swarm (the leader is %s): nothing to do here", leader or "being elected")
+        return True
+    return False
 
 
 def run(
@@ -197,6 +246,15 @@ def run(
     began = time.time()  # before the drain: a request made from now on is answered by this sync
     if not options.dry_run:
         _drain_trigger_requests(config)
+    try:
+        if _not_the_leader(config, options, tools):
+            notify("not the leader of the swarm")
+            return ExitStatus.OK
+    except EngineError as exc:
+        message = config.masker(str(exc))
+        log.error("Sync not started: %s", message)
+        notify(f"not started: {message}")
+        return exit_status(exc)
     try:
         with sync_lock(config.state_dir, config.lock_timeout, record_pid=not options.dry_run):
             started = time.monotonic()
@@ -391,7 +449,10 @@ class _Run:
                 except RenderError as exc:
                     problems = [self._short_paths(str(exc))]
                 else:
-                    problems = self._preflight(planned.name, fresh.project)
+                    if self.tools_in_use.swarm is not None:
+                        planned, problems = self._swarm_check(planned, fresh, renderers[planned.name].env)
+                    else:
+                        problems = self._preflight(planned.name, fresh.project)
                 if problems:
                     planned = dataclasses.replace(planned, action=Action.FAILED, reason="cannot come up: " + "; ".join(problems))
             checked.append(planned)
@@ -423,7 +484,7 @@ class _Run:
 
     def _steps(self, cleanup: contextlib.ExitStack) -> SyncOutcome:
         config = self.config
-        tools = self.tools_in_use = self.tools or default_tools()
+        tools = self.tools_in_use = self.tools or default_tools(config.backend)
         self.notify("fetching secrets")
         provider = config.secrets_provider
         secret_values = provider.fetch()
@@ -463,6 +524,8 @@ class _Run:
         decryptor = Decryptor(config.sops_identities, config.masker)
         discovery, environments = self._environments(discovery, checkout, scopes, decryptor)
         hash_key = load_hash_key(config.state_dir)
+        if tools.swarm is not None:
+            hash_key = tools.swarm.hash_key(config.instance_id, hash_key, not self.options.dry_run)
         self.rollback_inputs = _RollbackInputs(trees, hash_key, scopes, decryptor, stack_config)
         renderers = {
             name: Renderer(tools.compose, checkout, hash_key, environment.env, config.masker, tree_root=trees.path, decryptor=decryptor)
@@ -721,6 +784,8 @@ class _Run:
                     cache.store(stack, fresh.hashes, renderer)
                 if fresh.hashes.stack_hash != planned.stack_hash:
                     log.warning("The stack rendered differently than when it was planned; deploying the new render", extra=fields)
+            if self.tools_in_use.swarm is not None:
+                return self._deploy_swarm(planned, stack, fresh, renderer, engine, checkout, trees, self.tools_in_use.swarm)
             problems = self._preflight(planned.name, fresh.project)
             if problems:  # nothing of it is touched; not held back: the engine may change any time
                 log.error("Cannot come up: %s", "; ".join(problems), extra={**fields, ACTION: "failed"})
@@ -780,6 +845,197 @@ class _Run:
             planned.name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit,
             tree=tree, images=images, healed=planned.reason.startswith(HEALING),
         )
+
+    # -- BACKEND=swarm ---------------------------------------------------------------------------
+
+    def _translate(self, name: str, fresh: RenderedStack, project: dict[str, JSON], env: Mapping[str, str]) -> swarm.Translation:
+        """The stack file for `docker stack deploy` (swarm.stack_file); SwarmFileError."""
+        key = self.rollback_inputs.hash_key if self.rollback_inputs else b""
+        settings = self._stack_settings(name)
+        allowed = settings.rollback if settings.rollback is not None else self.config.rollback
+
+        def digest(data: bytes) -> str:
+            return hmac.new(key, b"swarm-object\0" + data, hashlib.sha256).hexdigest()
+
+        tree = self.rollback_inputs.trees.path(name) if self.rollback_inputs else None
+        checkout = self.checkout
+
+        def read(path: Path) -> bytes:
+            """A file of the project from the checkout: its tree gets this commit's files only
+            once the stack is deployed (and a dry run never updates it)."""
+            if tree is not None and checkout is not None and path.is_relative_to(tree):
+                path = checkout.path / path.relative_to(tree)
+            with path.open("rb") as handle:
+                return handle.read(swarm.MAX_OBJECT_SIZE + 1)
+
+        return swarm.stack_file(name, project, self.config.instance_id, env, digest, default_rollback=allowed, read=read)
+
+    def _swarm_check(self, planned: StackPlan, fresh: RenderedStack, env: Mapping[str, str]) -> tuple[StackPlan, list[str]]:
+        """A dry run's check of a stack to deploy to Swarm: what cannot be a stack fails it, what
+        `docker stack deploy` would ignore is named in its plan line."""
+        try:
+            translation = self._translate(planned.name, fresh, fresh.project, {**env, **fresh.environment})
+        except swarm.SwarmFileError as exc:
+            return planned, [self.config.masker(str(exc))]
+        if translation.ignored:
+            planned = dataclasses.replace(planned, reason=f"{planned.reason}; Swarm ignores {', '.join(translation.ignored)}")
+        return planned, []
+
+    def _deploy_swarm(
+        self, planned: StackPlan, stack: Stack, fresh: RenderedStack, renderer: Renderer, engine: EngineState, checkout: Checkout,
+        trees: StackTrees, tools: SwarmTools,
+    ) -> StackOutcome:
+        """`docker stack deploy` of one stack, then the wait for its updated services to converge
+        (swarm.converge, the Swarm counterpart of the health gate). A service Swarm rolled back
+        makes the stack ROLLED_BACK; one that does not converge is rolled back here (`docker
+        service rollback`, ROLLBACK permitting), else the stack fails. Either way the revision is
+        remembered and not deployed again until Git wants something else."""
+        name = planned.name
+        fields = {STACK: name, ACTION: planned.action.value}
+        deployed = engine.managed.get(name)
+        project = labelled_project(fresh, deployed, checkout.commit, self.config.instance_id, checkout.signer)
+        try:
+            translation = self._translate(name, fresh, project, {**renderer.env, **fresh.environment})
+        except swarm.SwarmFileError as exc:
+            message = self.config.masker(str(exc))
+            log.error("Cannot be deployed to Swarm: %s", message, extra={**fields, ACTION: "failed"})
+            return StackOutcome(
+                name, Action.FAILED, planned.reason, planned.stack_hash, error=message, inputs=f"deploy:{planned.stack_hash}"
+            )
+        if translation.ignored:
+            log.warning("Swarm ignores %s", ", ".join(translation.ignored), extra=fields)
+        if deployed is None:
+            holder = self.tools_in_use.claim(name, self.config.instance_id)
+            if holder is not None:
+                raise ApplyError(f"the stack name {name} is {holder}")
+        record = self.previous.stacks.get(name)
+        wanted = TreeRevision(checkout.commit, (self._relative(checkout, stack), *fresh.hashes.dependencies))
+        tree = trees.update(name, wanted, record.tree if record else None).revision
+        try:
+            self.pending.mark(name, checkout.commit, planned.stack_hash)
+        except OSError as exc:
+            log.warning("Cannot note the deploy in the state file (%s): an interrupted sync would not gate it later",
+                        exc.strerror, extra=fields)
+        running = deployed.services() if deployed else {}
+        watch = {
+            service for service, digest in fresh.hashes.service_hashes.items()
+            if service not in running or any(c.service_hash != digest for c in running[service])
+        }
+        if planned.reason.startswith((*HEALING, RECHECK)):
+            watch = set(fresh.hashes.service_hashes)
+        since = tools.engine_time()
+        try:
+            created = tools.create_objects(translation.objects)
+            if created:
+                log.info("Created %s", ", ".join(created), extra=fields)
+            result = tools.stack.deploy(name, translation.file, self.config.deploy_timeout)
+            for line in (result.stdout + result.stderr).splitlines():
+                if line.strip():
+                    log.debug("%s", line.strip(), extra=fields)
+            if result.returncode != 0:
+                if engine_unreachable(result):
+                    raise EngineError(f"the Docker engine went away: {self._stack_error(result)}")
+                raise ApplyError(f"docker stack deploy failed: {self._stack_error(result)}")
+        except ApplyError as exc:
+            message = self._short_paths(self.config.masker(str(exc)))
+            log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})
+            return StackOutcome(name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree,
+                                inputs=f"deploy:{planned.stack_hash}")
+        verdict = self._converge(name, watch, since)
+        rejected = (checkout.commit, planned.stack_hash or "", verdict.reason)
+        if not verdict.ok and not verdict.rolled_back:
+            verdict = self._swarm_rollback(name, watch, verdict) or verdict
+        if verdict.rolled_back:
+            good = record.good if record else None
+            services = ", ".join(sorted(verdict.rolled_back))
+            return StackOutcome(
+                name, Action.ROLLED_BACK, planned.reason, good.hash if good else None, {}, good.commit if good else None,
+                error=self.config.masker(f"rolled back by Swarm (services: {services}): {verdict.reason}"), tree=tree,
+                rejected=rejected,
+            )
+        if not verdict.ok:
+            reason = self.config.masker(verdict.reason)
+            log.error("Left as it is: %s", reason, extra={**fields, ACTION: "failed"})
+            return StackOutcome(name, Action.FAILED, planned.reason, planned.stack_hash, error=f"did not converge: {reason}", tree=tree,
+                                rejected=rejected)
+        keep = {item.name for item in translation.objects}
+        try:
+            removed = tools.remove_unused_objects(name, self.config.instance_id, keep)
+        except EngineError as exc:  # a cleanup, not the deploy: the sync goes on
+            log.warning("%s", exc, extra=fields)
+        else:
+            if removed:
+                log.info("Removed the unused %s", ", ".join(sorted(removed)), extra=fields)
+        return StackOutcome(
+            name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit, tree=tree,
+            healed=planned.reason.startswith(HEALING),
+        )
+
+    def _converge(self, name: str, watch: set[str], since: str) -> swarm.Convergence:
+        settings = self._stack_settings(name)
+        timeout = settings.health_timeout or self.config.health_timeout
+        stable = settings.health_stable if settings.health_stable is not None else self.config.health_stable
+        tools = self.tools_in_use.swarm
+        assert tools is not None
+        verdict = swarm.converge(
+            lambda: tools.read_stack(name), watch, since, timeout, stable, status=lambda text: self._status(name, f"converging: {text}"),
+        )
+        fields = {STACK: name, ACTION: "deploy"}
+        if verdict.ok and watch:
+            log.info("Converged in %.0f s (%d service(s))", verdict.waited, len(watch), extra=fields)
+        elif not verdict.ok and not verdict.rolled_back:
+            log.error("Did not converge: %s", self.config.masker(verdict.reason), extra={**fields, ACTION: "failed"})
+        return verdict
+
+    def _swarm_rollback(self, name: str, watch: set[str], failed: swarm.Convergence) -> swarm.Convergence | None:
+        """A stack whose updated services did not converge, and that Swarm did not roll back
+        itself (their update_config has no failure_action: rollback, or the failure came after
+        its monitor window): `docker service rollback` of those that have a previous version,
+        when ROLLBACK allows it; None when nothing was rolled back."""
+        settings = self._stack_settings(name)
+        if not (settings.rollback if settings.rollback is not None else self.config.rollback):
+            return None
+        tools = self.tools_in_use.swarm
+        assert tools is not None
+        views = [view for view in tools.read_stack(name) if view.name in watch and view.service.get("PreviousSpec")]
+        if not views:
+            return None
+        fields = {STACK: name, ACTION: "rollback"}
+        log.warning("Rolling back %s: %s", ", ".join(v.name for v in views), self.config.masker(failed.reason), extra=fields)
+        since = tools.engine_time()
+        problems = tools.rollback([str(view.service.get("ID")) for view in views])
+        if problems:
+            log.error("The rollback failed: %s", self.config.masker("; ".join(problems)), extra={**fields, ACTION: "failed"})
+            return None
+        again = self._converge(name, {view.name for view in views}, since)
+        if not again.ok:
+            return None
+        return swarm.Convergence(False, failed.reason, {view.name: failed.reason for view in views}, failed.waited + again.waited)
+
+    def _stack_error(self, result: Result) -> str:
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        return self.config.masker("; ".join(lines[-3:]) or f"exit status {result.returncode}")
+
+    def _prune_swarm(self, name: str, tools: SwarmTools) -> None:
+        """`docker stack rm`, then until its services are gone (the engine removes them after
+        the command returned), then once more for what could only go with them (networks)."""
+        result = tools.stack.remove(name)
+        if result.returncode != 0 and engine_unreachable(result):
+            raise EngineError(f"the Docker engine went away: {self._stack_error(result)}")
+        deadline = time.monotonic() + self.config.deploy_timeout
+        while tools.read_stack(name):
+            if time.monotonic() > deadline:
+                raise ApplyError(f"docker stack rm: its services were still there after {self.config.deploy_timeout:g} s")
+            time.sleep(1)
+        if result.returncode != 0:
+            again = tools.stack.remove(name)
+            # What the first one removed meanwhile is "not found" now: gone, as asked.
+            problems = [
+                line for line in again.stderr.splitlines()
+                if line.startswith("Failed to remove ") and "not found" not in line and "some resources" not in line
+            ]
+            if again.returncode != 0 and problems:
+                raise ApplyError(f"docker stack rm failed: {self.config.masker('; '.join(problems[-3:]))}")
 
     def _remove_replaced_images(self, name: str, images: dict[str, str]) -> None:
         """After an image update: the images it replaced, if no container uses them any more
@@ -1072,7 +1328,10 @@ class _Run:
         fields = {STACK: planned.name, ACTION: planned.action.value}
         log.info("Pruning: %s", planned.reason, extra=fields)
         try:
-            applier.prune(planned.name)
+            if self.tools_in_use.swarm is not None:
+                self._prune_swarm(planned.name, self.tools_in_use.swarm)
+            else:
+                applier.prune(planned.name)
             self.tools_in_use.release(planned.name, self.config.instance_id)
             archived = trees.archive(planned.name)
         except (ApplyError, OSError) as exc:
