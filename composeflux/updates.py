@@ -147,6 +147,10 @@ def run(config: Config, *, dry_run: bool = False, stacks: Iterable[str] = (), to
     unless the check could not be made or an applied update failed (the sync's status)."""
     out = out or sys.stdout
     started = time.monotonic()
+    if config.backend == "swarm":
+        log.error("Image updates are not available with BACKEND=swarm: `docker service update --image` updates a service; "
+                  "a new tag in Git deploys it")
+        return ExitStatus.CONFIG
     try:
         with sync_lock(config.state_dir, config.lock_timeout, record_pid=not dry_run):
             previous = state.read(config.state_dir) if dry_run else state.load(config.state_dir)

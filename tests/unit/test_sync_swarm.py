@@ -58,3 +58,12 @@ def test_the_compose_backend_asks_nobody(cfx, repo, monkeypatch):
     repo.commit()
     assert cfx() is ExitStatus.OK  # BACKEND=compose (the default): nobody is asked about a swarm
     assert cfx.compose.called("up") == ["web"]
+
+
+def test_image_updates_say_they_are_not_for_swarm(cfx, repo, caplog):
+    from composeflux import config as configuration, updates
+
+    config = configuration.load(cfx.conf, environ={**cfx.settings, "BACKEND": "swarm"})
+    assert updates.run(config) is ExitStatus.CONFIG
+    assert "not available with BACKEND=swarm" in caplog.text
+    assert not (cfx.state_dir / "state.json").exists()
