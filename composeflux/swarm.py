@@ -380,10 +380,13 @@ def progress(view: ServiceView, since: str) -> tuple[str, str]:
     `since`: when the deploy started (an RFC 3339 time, as the engine writes them): task
     failures before it are not this deploy's."""
     update = view.service.get("UpdateStatus") or {}
+    if _instant(update.get("StartedAt")) < _instant(since):
+        update = {}  # an earlier deploy's update (a rollback stays on record until the next one)
     state, message = str(update.get("State") or ""), str(update.get("Message") or "")
     failures = [
         task for task in view.tasks
-        if (task.get("Status") or {}).get("State") in FAILED_TASK_STATES and str((task.get("Status") or {}).get("Timestamp") or "") >= since
+        if (task.get("Status") or {}).get("State") in FAILED_TASK_STATES
+        and _instant((task.get("Status") or {}).get("Timestamp")) >= _instant(since)
     ]
     last_error = str((failures[-1].get("Status") or {}).get("Err") or "") if failures else ""
     if state == "rollback_completed":
@@ -411,6 +414,17 @@ def progress(view: ServiceView, since: str) -> tuple[str, str]:
     )
     why = f"{running} of {desired} task(s) running" + (f", {starting} starting (health check)" if starting else "")
     return "waiting", why + (f"; a task failed: {last_error}" if last_error else "")
+
+
+def _instant(value: JSON) -> str:
+    """An engine time (RFC 3339 in UTC, 0 to 9 digits of fraction: "2026-12-02T17:31:32.6681Z")
+    as a string that sorts as the time does (the fraction padded to 9 digits)."""
+    text = str(value or "")
+    base, _, rest = text.partition(".")
+    if not rest:
+        return text.removesuffix("Z") + ".000000000"
+    digits = "".join(c for c in rest if c.isdigit())
+    return f"{base}.{digits[:9]:0<9}"
 
 
 def converge(

@@ -942,8 +942,11 @@ class _Run:
             return StackOutcome(name, Action.FAILED, planned.reason, planned.stack_hash, error=message, tree=tree,
                                 inputs=f"deploy:{planned.stack_hash}")
         verdict = self._converge(name, watch, since)
-        rejected = (checkout.commit, planned.stack_hash or "", verdict.reason)
-        if not verdict.ok and not verdict.rolled_back:
+        healing = planned.reason.startswith(HEALING)
+        # A heal redeployed the revision that runs: when it does not converge, that revision is
+        # not to blame (a node is down, an image gone) and is neither rolled back nor rejected.
+        rejected = None if healing else (checkout.commit, planned.stack_hash or "", verdict.reason)
+        if not verdict.ok and not verdict.rolled_back and not healing:
             verdict = self._swarm_rollback(name, watch, verdict) or verdict
         if verdict.rolled_back:
             good = record.good if record else None
@@ -957,7 +960,7 @@ class _Run:
             reason = self.config.masker(verdict.reason)
             log.error("Left as it is: %s", reason, extra={**fields, ACTION: "failed"})
             return StackOutcome(name, Action.FAILED, planned.reason, planned.stack_hash, error=f"did not converge: {reason}", tree=tree,
-                                rejected=rejected)
+                                rejected=rejected, healed=healing)
         keep = {item.name for item in translation.objects}
         try:
             removed = tools.remove_unused_objects(name, self.config.instance_id, keep)
@@ -968,7 +971,7 @@ class _Run:
                 log.info("Removed the unused %s", ", ".join(sorted(removed)), extra=fields)
         return StackOutcome(
             name, Action.DEPLOY, planned.reason, fresh.hashes.stack_hash, fresh.hashes.service_hashes, checkout.commit, tree=tree,
-            healed=planned.reason.startswith(HEALING),
+            healed=healing,
         )
 
     def _converge(self, name: str, watch: set[str], since: str) -> swarm.Convergence:
@@ -1257,7 +1260,10 @@ class _Run:
     def _heal_rolled_back(self, plan: Plan, rejected: dict[str, tuple[str, str]], engine: EngineState) -> Plan:
         """A stack rolled back to its last good revision, whose containers then broke (one died,
         turned unhealthy), is rolled back again (that revision redeployed), at most
-        HEAL_MAX_ATTEMPTS times: Git still wants the rejected revision, so no deploy would."""
+        HEAL_MAX_ATTEMPTS times: Git still wants the rejected revision, so no deploy would.
+        Not with Swarm, which reschedules the tasks of a rolled-back service itself."""
+        if self.tools_in_use.swarm is not None:
+            return plan
         stacks = []
         for planned in plan.stacks:
             deployed = engine.managed.get(planned.name)

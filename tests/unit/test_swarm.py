@@ -209,14 +209,19 @@ def test_converged_when_every_task_runs():
 
 
 def test_a_swarm_rollback_is_reported_as_such():
-    updating = view("web", update={"State": "updating"})
-    rolled = view("web", update={"State": "rollback_completed", "Message": "rollback completed"})
+    updating = view("web", update={"State": "updating", "StartedAt": SINCE})
+    rolled = view("web", update={"State": "rollback_completed", "Message": "rollback completed", "StartedAt": SINCE})
     result = run([[updating], [rolled]], {"web"})
     assert not result.ok and result.rolled_back == {"web": "rollback completed"}
 
 
+def test_an_earlier_deploys_rollback_is_not_this_ones():
+    earlier = view("web", update={"State": "rollback_completed", "Message": "rollback completed", "StartedAt": "2026-12-01T09:00:00Z"})
+    assert run([[earlier]], {"web"}).ok
+
+
 def test_a_paused_update_fails_at_once():
-    result = run([[view("web", update={"State": "paused", "Message": "update paused due to failure"})]], {"web"})
+    result = run([[view("web", update={"State": "paused", "Message": "update paused due to failure", "StartedAt": SINCE})]], {"web"})
     assert not result.ok and not result.rolled_back and "update paused" in result.reason
 
 
@@ -246,8 +251,8 @@ def test_a_job_is_done_once_its_tasks_completed():
 
 
 def test_it_must_stay_converged_for_the_stable_window():
-    updating = view("web", update={"State": "updating"})
-    rolled = view("web", update={"State": "rollback_completed", "Message": "rolled back"})
+    updating = view("web", update={"State": "updating", "StartedAt": SINCE})
+    rolled = view("web", update={"State": "rollback_completed", "Message": "rolled back", "StartedAt": SINCE})
     result = run([[view("web")], [view("web")], [updating], [rolled]], {"web"}, stable=5)
     assert result.rolled_back == {"web": "rolled back"}
 
