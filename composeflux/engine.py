@@ -264,14 +264,17 @@ def remove_unused_images(image_ids: list[str]) -> list[str]:
 
 # -- Docker Swarm (BACKEND=swarm) -----------------------------------------------------------------
 
+ROLE_TIMEOUT = 15.0  # seconds for each question of swarm_role (an election takes 11-15 s here)
+
 
 def swarm_role() -> tuple[str, str]:
     """This engine's place in its swarm: ("leader" | "manager" | "worker" | "inactive", the
     leader's host name when known). From `GET /info` (Swarm.LocalNodeState, ControlAvailable,
     NodeID), then, on a manager, `GET /nodes/{NodeID}` (ManagerStatus.Leader) and the leader's
-    node from `GET /nodes`."""
+    node from `GET /nodes`. While the managers elect a leader those calls hang rather than fail:
+    ROLE_TIMEOUT bounds each, and an engine that does not answer in time is an EngineError."""
     try:
-        with Client() as client:
+        with Client(timeout=ROLE_TIMEOUT) as client:
             swarm = client.get("/info").get("Swarm") or {}
             if swarm.get("LocalNodeState") != "active":
                 return "inactive", ""

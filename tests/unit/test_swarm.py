@@ -260,3 +260,10 @@ def test_it_must_stay_converged_for_the_stable_window():
 def test_a_vanished_service_fails():
     result = run([[]], {"web"})
     assert not result.ok and "the service is gone" in result.reason
+
+
+def test_engine_times_compare_as_times():
+    """The engine writes 0 to 9 digits of fraction; as plain strings "...32.6Z" would sort after "...32.668Z"."""
+    later = view("web", update={"State": "rollback_completed", "StartedAt": "2026-12-02T10:00:00.5Z"})
+    result = swarm.converge(lambda: [later], {"web"}, "2026-12-02T10:00:00.123456789Z", 1, 0, clock=Clock(), sleep=lambda s: None)
+    assert result.rolled_back  # 0.5 s is after 0.123456789 s: this deploy's rollback
