@@ -529,6 +529,8 @@ def test_installing_starts_nothing(system):
     assert system.invocations() == []
     assert system.out("stat -c '%a %U:%G' /etc/composeflux/composeflux.conf") == "640 root:composeflux"
     assert system.out("stat -c '%a %U:%G' /var/spool/composeflux") == "2770 composeflux:composeflux-trigger"
+    # A dry run by hand as the service's user may come first (README): its state directory is there
+    assert system.out("stat -c '%a %U:%G' /var/lib/composeflux") == "750 composeflux:composeflux"
     assert system.out("systemctl is-active docker") == "active"
 
 

@@ -297,8 +297,29 @@ class Node:
         return result.returncode == 0 and result.stdout.strip() == "true"
 
     def sync(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        """`composeflux sync ARGS` as root on this node."""
-        return self.sh(shlex.join(["composeflux", "sync", *args]), check=check, timeout=timeout)
+        """`composeflux sync ARGS` on this node as the service's user (README: a manual sync)."""
+        as_service = ["setpriv", "--reuid=composeflux", "--regid=composeflux", "--groups=docker", "--reset-env"]
+        return self.sh(shlex.join([*as_service, "composeflux", "sync", *args]), check=check, timeout=timeout)
+
+    def unit_runs(self) -> list[dict[str, Any]]:
+        """systemd's entries for each finished start job of composeflux.service, oldest first (from
+        the journal: a finished oneshot nothing refers to is unloaded, and its properties then are
+        a fresh unit's)."""
+        result = self.sh("journalctl -q -o json _PID=1 UNIT=composeflux.service JOB_TYPE=start", check=False)
+        entries = [json.loads(line) for line in result.stdout.splitlines()]
+        return [entry for entry in entries if entry.get("JOB_RESULT")]
+
+    def unit_sync(self, expect: str, timeout: float = 600) -> tuple[str, str]:
+        """`systemctl start composeflux-sync` (the packaged unit, hardening and all): its job's
+        result ("done" when it succeeded) and what that run logged, once that holds `expect`
+        (journald may write a message of the run after the unit finished) or 30 s have passed."""
+        before = len(self.unit_runs())
+        self.sh("systemctl start composeflux-sync", check=False, timeout=timeout)
+        run = wait_until(lambda: self.unit_runs()[before:], 30, "the sync's start job in the journal")[0]
+        query = f"journalctl -q -o cat _SYSTEMD_INVOCATION_ID={run['INVOCATION_ID']}"
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: expect in self.out(query), 30, f"{expect!r} in the journal of the run")
+        return str(run["JOB_RESULT"]), self.out(query)
 
     def write_config(self, settings: Mapping[str, str] | None = None, **more: str) -> None:
         """/etc/composeflux/composeflux.conf: the swarm test's settings, with these added or replaced."""

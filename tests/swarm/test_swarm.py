@@ -2,8 +2,9 @@
 in containers, each with its own Docker engine and the .deb from this checkout (cluster.py).
 
 node1 is the manager, node2 and node3 workers; the leader test promotes both, so that a swarm of
-three managers survives the loss of one. composeflux runs on the managers as root, from the
-packaged command, against a repository on the host.
+three managers survives the loss of one. composeflux runs on the managers from the
+packaged command as the service's user (the leader test through the packaged unit, hardening
+and all), against a repository on the host.
 
 What this sandbox cannot carry: its kernel has no IPVS, which Swarm's service VIPs and the
 ingress routing mesh need, so no test sends traffic between services or through a published
@@ -275,12 +276,13 @@ def test_only_the_leader_syncs_and_another_manager_takes_over(swarm):
         other = node3 if new is node2 else node2
         swarm.repo.write("stacks/after/compose.yaml", f"services:\n  a:\n    image: {TEST_IMAGE}\n    command: [\"sleep\", \"3600\"]\n")
         swarm.repo.commit_and_push("after: deployed by the new leader")
-        status, output = sync(other)
-        assert status == 0 and "Not the leader of the swarm" in output, output
-        status, output = sync(new)
-        assert status == 0, output
+        # Through the packaged unit, as the timer runs it on every manager
+        result, logged = other.unit_sync("Not the leader of the swarm")
+        assert result == "done" and "Not the leader of the swarm" in logged, logged
+        result, logged = new.unit_sync("1 deployed, 1 unchanged, 0 pruned, 0 failed")
+        assert result == "done", logged
         # The swarm kept the instance's hash key: what node1 deployed is unchanged for the new leader
-        assert "1 deployed, 1 unchanged, 0 pruned, 0 failed" in output
+        assert "1 deployed, 1 unchanged, 0 pruned, 0 failed" in logged
         assert swarm.services("after") and all(s["Spec"]["Labels"]["compose.stack.managed-by"] == "composeflux"
                                                for s in swarm.services("after"))
     finally:
