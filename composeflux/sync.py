@@ -1010,8 +1010,10 @@ class _Run:
         if problems:
             log.error("The rollback failed: %s", self.config.masker("; ".join(problems)), extra={**fields, ACTION: "failed"})
             return None
-        again = self._converge(name, {view.name for view in views}, since)
-        if not again.ok:
+        names = {view.name for view in views}
+        again = self._converge(name, names, since)
+        # A rollback asked for is a rollback to Swarm too: its services end "rollback completed".
+        if not again.ok and set(again.rolled_back) != names:
             return None
         return swarm.Convergence(False, failed.reason, {view.name: failed.reason for view in views}, failed.waited + again.waited)
 
