@@ -165,30 +165,46 @@ class Compose:
         compose plugin too (the docker front-end runs it as a child, which would outlive it).
         `memory`: a limit of its address space, where this process may set one (composeflux.service
         forbids setrlimit and sets LimitAS= for the whole sync instead)."""
-        command = [*self.command, *arguments]
         verb = next((word for word in arguments if word in VERBS), "")
-        try:
-            process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env={**env, **self.base_env},
-                cwd=cwd,
-                text=True,
-                start_new_session=True,
-                preexec_fn=None if memory is None else functools.partial(_limit_address_space, memory),
-            )
-        except OSError as exc:
-            raise EngineError(f"cannot run docker compose: {exc}") from None
-        try:
-            stdout, stderr = process.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            return Result(124, "", f"docker compose {verb} did not finish within {timeout:g} s (killed)")
-        return Result(process.returncode, stdout, stderr)
+        return run_bounded([*self.command, *arguments], {**env, **self.base_env}, cwd, timeout, "docker compose", verb, stdin, memory)
+
+
+def run_bounded(
+    command: list[str],
+    env: Mapping[str, str],
+    cwd: Path | str | None,
+    timeout: float,
+    program: str,
+    verb: str,
+    stdin: str | None = None,
+    memory: int | None = None,
+) -> Result:
+    """Run one docker CLI command (`program` `verb`, as the messages name it: "docker compose",
+    "up") in a process group of its own, so that a timeout (exit status 124) kills whatever it
+    started too. `memory`: a limit of its address space (_limit_address_space). EngineError when
+    it cannot be started at all."""
+    try:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            text=True,
+            start_new_session=True,
+            preexec_fn=None if memory is None else functools.partial(_limit_address_space, memory),
+        )
+    except OSError as exc:
+        raise EngineError(f"cannot run {program}: {exc}") from None
+    try:
+        stdout, stderr = process.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return Result(124, "", f"{program} {verb} did not finish within {timeout:g} s (killed)")
+    return Result(process.returncode, stdout, stderr)
 
 
 def _limit_address_space(limit: int) -> None:

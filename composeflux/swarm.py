@@ -30,18 +30,15 @@ over the Engine API (`convergence`), which works with every docker CLI (Debian 1
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import dataclasses
+import json
 import os
-import signal
-import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from composeflux.compose import PASSTHROUGH, Result
+from composeflux.compose import PASSTHROUGH, Result, run_bounded
 from composeflux.deployed import INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
-from composeflux.errors import EngineError
 from composeflux.rendered import JSON
 
 STACK_NAMESPACE = "com.docker.stack.namespace"  # Docker's own label on a stack's services, networks, configs, secrets
@@ -327,8 +324,6 @@ class Stack:
         self.env = {key: environ[key] for key in PASSTHROUGH if key in environ}
 
     def deploy(self, name: str, file: Mapping[str, JSON], timeout: float) -> Result:
-        import json
-
         arguments = ["stack", "deploy", "--compose-file", "-", "--prune", "--with-registry-auth", "--resolve-image", "changed", name]
         return self._run(arguments, timeout, json.dumps(file))
 
@@ -336,21 +331,7 @@ class Stack:
         return self._run(["stack", "rm", name], timeout)
 
     def _run(self, arguments: list[str], timeout: float, stdin: str | None = None) -> Result:
-        try:
-            process = subprocess.Popen(
-                [self.docker, *arguments], stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env, cwd="/", text=True, start_new_session=True,
-            )
-        except OSError as exc:
-            raise EngineError(f"cannot run docker stack: {exc}") from None
-        try:
-            stdout, stderr = process.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            return Result(124, "", f"docker {' '.join(arguments[:2])} did not finish within {timeout:g} s (killed)")
-        return Result(process.returncode, stdout, stderr)
+        return run_bounded([self.docker, *arguments], self.env, "/", timeout, "docker stack", arguments[1], stdin)
 
 
 # -- convergence: the Swarm counterpart of the health gate ----------------------------------------
