@@ -17,12 +17,12 @@ import re
 import resource
 import secrets
 import shutil
-import signal
 import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 from composeflux.errors import EngineError
+from composeflux.processes import run_bounded
 from composeflux.rendered import JSON
 
 # What the docker CLI itself needs from our environment to find the engine and its plugins.
@@ -166,10 +166,10 @@ class Compose:
         `memory`: a limit of its address space, where this process may set one (composeflux.service
         forbids setrlimit and sets LimitAS= for the whole sync instead)."""
         verb = next((word for word in arguments if word in VERBS), "")
-        return run_bounded([*self.command, *arguments], {**env, **self.base_env}, cwd, timeout, "docker compose", verb, stdin, memory)
+        return run_docker([*self.command, *arguments], {**env, **self.base_env}, cwd, timeout, "docker compose", verb, stdin, memory)
 
 
-def run_bounded(
+def run_docker(
     command: list[str],
     env: Mapping[str, str],
     cwd: Path | str | None,
@@ -180,31 +180,17 @@ def run_bounded(
     memory: int | None = None,
 ) -> Result:
     """Run one docker CLI command (`program` `verb`, as the messages name it: "docker compose",
-    "up") in a process group of its own, so that a timeout (exit status 124) kills whatever it
-    started too. `memory`: a limit of its address space (_limit_address_space). EngineError when
-    it cannot be started at all."""
+    "up") bounded (processes.run_bounded: a timeout kills its whole process group), as a Result:
+    exit status 124 at the timeout. `memory`: a limit of its address space
+    (_limit_address_space). EngineError when it cannot be started at all."""
+    limit = None if memory is None else functools.partial(_limit_address_space, memory)
     try:
-        process = subprocess.Popen(
-            command,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(env),
-            cwd=cwd,
-            text=True,
-            start_new_session=True,
-            preexec_fn=None if memory is None else functools.partial(_limit_address_space, memory),
-        )
+        done = run_bounded(command, env=env, timeout=timeout, stdin=None if stdin is None else stdin.encode(), cwd=cwd, preexec_fn=limit)
     except OSError as exc:
         raise EngineError(f"cannot run {program}: {exc}") from None
-    try:
-        stdout, stderr = process.communicate(stdin, timeout=timeout)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
         return Result(124, "", f"{program} {verb} did not finish within {timeout:g} s (killed)")
-    return Result(process.returncode, stdout, stderr)
+    return Result(done.returncode, done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
 
 
 def _limit_address_space(limit: int) -> None:

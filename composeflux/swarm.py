@@ -37,7 +37,7 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from composeflux.compose import PASSTHROUGH, Result, run_bounded
+from composeflux.compose import PASSTHROUGH, Result, run_docker
 from composeflux.deployed import INSTANCE, MANAGED_BY, MANAGED_BY_VALUE
 from composeflux.rendered import JSON
 
@@ -331,7 +331,7 @@ class Stack:
         return self._run(["stack", "rm", name], timeout)
 
     def _run(self, arguments: list[str], timeout: float, stdin: str | None = None) -> Result:
-        return run_bounded([self.docker, *arguments], self.env, "/", timeout, "docker stack", arguments[1], stdin)
+        return run_docker([self.docker, *arguments], self.env, "/", timeout, "docker stack", arguments[1], stdin)
 
 
 # -- convergence: the Swarm counterpart of the health gate ----------------------------------------
