@@ -70,31 +70,37 @@ class Applier:
         """`docker compose up` of the project in `directory` (the stack's own tree), with the
         stack's own interpolation environment."""
         result = self.compose.up(name, directory, project, env, self.remove_orphans, self.timeout)
-        self._log_output(name, "deploy", result)
-        self._check("up", result)
+        log_output(name, "deploy", result)
+        check_result("docker compose up", result, self.mask)
 
     def prune(self, name: str) -> None:
         result = self.compose.down(name, self.timeout)
-        self._log_output(name, "prune", result)
-        self._check("down", result)
+        log_output(name, "prune", result)
+        check_result("docker compose down", result, self.mask)
 
-    def _log_output(self, name: str, action: str, result: Result) -> None:
-        """Compose's progress lines (Pulling, Creating, Started) at DEBUG: the sync logs one
-        line per stack action itself, and a failure carries Compose's last lines."""
-        fields = {STACK: name, ACTION: action}
-        for line in (result.stdout + result.stderr).splitlines():
-            if line.strip():
-                log.debug("%s", line.strip(), extra=fields)
 
-    def _check(self, verb: str, result: Result) -> None:
-        """ApplyError for this stack; EngineError (the sync stops, exit 8) when the engine is
-        gone, instead of failing every remaining stack one by one."""
-        if result.returncode == 0:
-            return
-        if engine_unreachable(result):
-            raise EngineError(f"the Docker engine went away: {self._last_lines(result)}")
-        raise ApplyError(f"docker compose {verb} failed: {self._last_lines(result)}")
 
-    def _last_lines(self, result: Result) -> str:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        return self.mask("; ".join(lines[-3:]) or f"exit status {result.returncode}")
+def log_output(name: str, action: str, result: Result) -> None:
+    """A docker command's progress lines (Compose's Pulling, Creating, Started; Swarm's Updating
+    service) at DEBUG: the sync logs one line per stack action itself, and a failure carries the
+    command's last lines."""
+    fields = {STACK: name, ACTION: action}
+    for line in (result.stdout + result.stderr).splitlines():
+        if line.strip():
+            log.debug("%s", line.strip(), extra=fields)
+
+
+def check_result(command: str, result: Result, mask: Callable[[str], str]) -> None:
+    """ApplyError for this stack when `command` ("docker compose up") failed; EngineError (the
+    sync stops, exit 8) when the engine is gone, instead of failing every remaining stack one by one."""
+    if result.returncode == 0:
+        return
+    if engine_unreachable(result):
+        raise EngineError(f"the Docker engine went away: {last_lines(result, mask)}")
+    raise ApplyError(f"{command} failed: {last_lines(result, mask)}")
+
+
+def last_lines(result: Result, mask: Callable[[str], str]) -> str:
+    """The last three lines of a failed command's stderr, masked."""
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    return mask("; ".join(lines[-3:]) or f"exit status {result.returncode}")

@@ -29,9 +29,9 @@ from pathlib import Path, PurePosixPath
 from typing import TextIO
 
 from composeflux import alerts, events, reporting, state, swarm, trigger
-from composeflux.apply import Applier, ApplyError, labelled_project
+from composeflux.apply import Applier, ApplyError, check_result, labelled_project, log_output
 from composeflux.checkout import Checkout, TreeRevision
-from composeflux.compose import Compose, Result, engine_unreachable
+from composeflux.compose import Compose, engine_unreachable
 from composeflux.config import Config
 from composeflux.deployed import COMMIT, IMAGE_REFERENCE, EngineState
 from composeflux.environment import LocalEnvError, StackEnvironment, read_dotenv, read_local_env, stack_environment
@@ -929,13 +929,8 @@ class _Run:
             if created:
                 log.info("Created %s", ", ".join(created), extra=fields)
             result = tools.stack.deploy(name, translation.file, self.config.deploy_timeout)
-            for line in (result.stdout + result.stderr).splitlines():
-                if line.strip():
-                    log.debug("%s", line.strip(), extra=fields)
-            if result.returncode != 0:
-                if engine_unreachable(result):
-                    raise EngineError(f"the Docker engine went away: {self._stack_error(result)}")
-                raise ApplyError(f"docker stack deploy failed: {self._stack_error(result)}")
+            log_output(name, "deploy", result)
+            check_result("docker stack deploy", result, self.config.masker)
         except ApplyError as exc:
             message = self._short_paths(self.config.masker(str(exc)))
             log.error("Deploy failed: %s", message, extra={**fields, ACTION: "failed"})
@@ -1017,16 +1012,13 @@ class _Run:
             return None
         return swarm.Convergence(False, failed.reason, {view.name: failed.reason for view in views}, failed.waited + again.waited)
 
-    def _stack_error(self, result: Result) -> str:
-        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-        return self.config.masker("; ".join(lines[-3:]) or f"exit status {result.returncode}")
-
     def _prune_swarm(self, name: str, tools: SwarmTools) -> None:
         """`docker stack rm`, then until its services are gone (the engine removes them after
         the command returned), then once more for what could only go with them (networks)."""
         result = tools.stack.remove(name)
+        log_output(name, "prune", result)
         if result.returncode != 0 and engine_unreachable(result):
-            raise EngineError(f"the Docker engine went away: {self._stack_error(result)}")
+            check_result("docker stack rm", result, self.config.masker)  # the engine is gone: EngineError
         deadline = time.monotonic() + self.config.deploy_timeout
         while tools.read_stack(name):
             if time.monotonic() > deadline:
