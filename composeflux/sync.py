@@ -851,8 +851,7 @@ class _Run:
     def _translate(self, name: str, fresh: RenderedStack, project: dict[str, JSON], env: Mapping[str, str]) -> swarm.Translation:
         """The stack file for `docker stack deploy` (swarm.stack_file); SwarmFileError."""
         key = self.rollback_inputs.hash_key if self.rollback_inputs else b""
-        settings = self._stack_settings(name)
-        allowed = settings.rollback if settings.rollback is not None else self.config.rollback
+        allowed = self._rollback_allowed(name)
 
         def digest(data: bytes) -> str:
             return hmac.new(key, b"swarm-object\0" + data, hashlib.sha256).hexdigest()
@@ -970,9 +969,7 @@ class _Run:
         )
 
     def _converge(self, name: str, watch: set[str], since: str) -> swarm.Convergence:
-        settings = self._stack_settings(name)
-        timeout = settings.health_timeout or self.config.health_timeout
-        stable = settings.health_stable if settings.health_stable is not None else self.config.health_stable
+        timeout, stable = self._health_limits(name)
         tools = self.tools_in_use.swarm
         assert tools is not None
         verdict = swarm.converge(
@@ -990,8 +987,7 @@ class _Run:
         itself (their update_config has no failure_action: rollback, or the failure came after
         its monitor window): `docker service rollback` of those that have a previous version,
         when ROLLBACK allows it; None when nothing was rolled back."""
-        settings = self._stack_settings(name)
-        if not (settings.rollback if settings.rollback is not None else self.config.rollback):
+        if not self._rollback_allowed(name):
             return None
         tools = self.tools_in_use.swarm
         assert tools is not None
@@ -1054,6 +1050,17 @@ class _Run:
     def _stack_settings(self, name: str) -> StackSettings:
         return self.rollback_inputs.stack_config.settings(name) if self.rollback_inputs else StackSettings()
 
+    def _rollback_allowed(self, name: str) -> bool:
+        """ROLLBACK, or the stack's own `rollback` in stack.yml."""
+        settings = self._stack_settings(name)
+        return settings.rollback if settings.rollback is not None else self.config.rollback
+
+    def _health_limits(self, name: str) -> tuple[float, float]:
+        """(HEALTH_TIMEOUT, HEALTH_STABLE), or the stack's own in stack.yml."""
+        settings = self._stack_settings(name)
+        stable = settings.health_stable if settings.health_stable is not None else self.config.health_stable
+        return settings.health_timeout or self.config.health_timeout, stable
+
     def _containers(self, name: str) -> dict[str, str]:
         """The project's containers now: id -> a fingerprint of how it runs (state, start time)."""
         return {c.id: f"{c.status}/{c.started_at}" for c in self.tools_in_use.inspect(name)}
@@ -1087,9 +1094,7 @@ class _Run:
         returns the project's containers as the gate last saw them: one inspection serves as
         the gate's first look and what is recorded afterwards (each costs engine calls per
         container, and with stacks deployed side by side the engine is the busy part)."""
-        settings = self._stack_settings(name)
-        timeout = settings.health_timeout or self.config.health_timeout
-        stable = settings.health_stable if settings.health_stable is not None else self.config.health_stable
+        timeout, stable = self._health_limits(name)
         seen = [self.tools_in_use.inspect(name)]
         after = {c.id: f"{c.status}/{c.started_at}" for c in seen[0]}
         watch = set(after) if recheck else {cid for cid, how in after.items() if before.get(cid) != how}
@@ -1120,8 +1125,7 @@ class _Run:
         rejected: tuple[str | None, str, str] | None = (commit, planned.stack_hash or "", reason)
         record = self.previous.stacks.get(name)
         good = record.good if record else None
-        settings = self._stack_settings(name)
-        allowed = settings.rollback if settings.rollback is not None else self.config.rollback
+        allowed = self._rollback_allowed(name)
         failed = StackOutcome(
             name, Action.FAILED, planned.reason, planned.stack_hash, error=f"failed its health gate: {reason}", tree=tree,
             rejected=rejected,
