@@ -348,6 +348,13 @@ def engine_time() -> str:
         raise EngineError(f"cannot read the Docker engine's clock: {exc}") from None
 
 
+def _named(client: Client, kind: str, name: str) -> dict[str, JSON] | None:
+    """The config or secret (`kind`: "configs", "secrets") of exactly this name, or None: the
+    API's name filter also matches names it is only a part of."""
+    found = [item for item in client.get(f"/{kind}", filters={"name": [name]}) if (item.get("Spec") or {}).get("Name") == name]
+    return found[0] if found else None
+
+
 def create_swarm_objects(objects: tuple[SwarmObject, ...] | list[SwarmObject]) -> list[str]:
     """Create the configs and secrets a stack file refers to that do not exist yet; returns
     the names created. One of that name that composeflux did not make (no such labels) is left
@@ -356,10 +363,9 @@ def create_swarm_objects(objects: tuple[SwarmObject, ...] | list[SwarmObject]) -
     try:
         with Client() as client:
             for item in objects:
-                existing = client.get(f"/{item.kind}", filters={"name": [item.name]})
-                match = [found for found in existing if (found.get("Spec") or {}).get("Name") == item.name]
-                if match:
-                    labels = (match[0].get("Spec") or {}).get("Labels") or {}
+                match = _named(client, item.kind, item.name)
+                if match is not None:
+                    labels = (match.get("Spec") or {}).get("Labels") or {}
                     if labels.get(INSTANCE) != item.labels[INSTANCE]:
                         raise EngineError(
                             f"a Swarm {item.kind[:-1]} named {item.name} exists and was not made by this composeflux instance"
@@ -417,10 +423,10 @@ def claim_stack(namespace: str, instance_id: str) -> str | None:
             except EngineAPIError as exc:
                 if exc.status != 409:
                     raise
-            found = [c for c in client.get("/configs", filters={"name": [name]}) if (c.get("Spec") or {}).get("Name") == name]
+            found = _named(client, "configs", name)
     except (EngineAPIError, EngineUnreachable) as exc:
         raise EngineError(f"cannot claim the stack name {namespace}: {exc}") from None
-    holder = ((found[0].get("Spec") or {}).get("Labels") or {}).get(INSTANCE) if found else None
+    holder = ((found.get("Spec") or {}).get("Labels") or {}).get(INSTANCE) if found else None
     if holder == instance_id:
         return None
     return f"claimed by another composeflux instance ({holder or 'unknown'}; `docker config rm {name}` releases it)"
@@ -431,10 +437,9 @@ def release_stack(namespace: str, instance_id: str) -> None:
     name = claim_name(namespace)
     try:
         with Client() as client:
-            for found in client.get("/configs", filters={"name": [name]}):
-                spec = found.get("Spec") or {}
-                if spec.get("Name") == name and (spec.get("Labels") or {}).get(INSTANCE) == instance_id:
-                    client.request("DELETE", f"/configs/{found['ID']}")
+            found = _named(client, "configs", name)
+            if found is not None and ((found.get("Spec") or {}).get("Labels") or {}).get(INSTANCE) == instance_id:
+                client.request("DELETE", f"/configs/{found['ID']}")
     except NotFound:
         return
     except (EngineAPIError, EngineUnreachable) as exc:
@@ -472,9 +477,9 @@ def swarm_hash_key(instance_id: str, local: bytes, create: bool = True) -> bytes
     try:
         with Client() as client:
             for attempt in (1, 2):
-                found = [c for c in client.get("/configs", filters={"name": [name]}) if (c.get("Spec") or {}).get("Name") == name]
-                if found:
-                    data = base64.b64decode(str((found[0].get("Spec") or {}).get("Data") or ""))
+                found = _named(client, "configs", name)
+                if found is not None:
+                    data = base64.b64decode(str((found.get("Spec") or {}).get("Data") or ""))
                     if len(data) < 16:
                         raise EngineError(f"the swarm's config {name} is damaged; remove it (`docker config rm {name}`)")
                     return data
