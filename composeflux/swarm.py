@@ -153,7 +153,7 @@ def stack_file(
             if definition.get("external"):
                 definitions[key] = {"external": True, "name": str(definition.get("name") or key)}
                 continue
-            data = _content(kind, key, definition, env, read or _read)
+            data = _content(kind, key, definition, env, read or read_file)
             name = f"{stack}_{key}-{digest(data)[:12]}"
             objects.append(SwarmObject(kind, key, name, data, object_labels(stack, instance_id, key)))
             definitions[key] = {"external": True, "name": name}
@@ -278,7 +278,8 @@ def _mapping(labels: JSON) -> dict[str, str]:
     return {str(k): str(v) for k, v in (labels or {}).items()}
 
 
-def _read(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
+    """At most MAX_OBJECT_SIZE + 1 bytes of a file (one more tells it is too large); OSError."""
     with path.open("rb") as handle:
         return bytes(handle.read(MAX_OBJECT_SIZE + 1))
 

@@ -250,12 +250,6 @@ def run(
         if _not_the_leader(config, options, tools):
             notify("not the leader of the swarm")
             return ExitStatus.OK
-    except EngineError as exc:
-        message = config.masker(str(exc))
-        log.error("Sync not started: %s", message)
-        notify(f"not started: {message}")
-        return exit_status(exc)
-    try:
         with sync_lock(config.state_dir, config.lock_timeout, record_pid=not options.dry_run):
             started = time.monotonic()
             # A dry run only reads the state; a real sync sets a damaged file aside.
@@ -266,7 +260,7 @@ def run(
             if not options.dry_run and not saved and outcome.status < ExitStatus.USAGE:
                 # The sync itself went well, but nothing records it: say so with the status.
                 outcome = dataclasses.replace(outcome, status=ExitStatus.STATE)
-    except ComposefluxError as exc:  # the lock: another sync is running; this one did nothing
+    except ComposefluxError as exc:  # the lock (another sync is running), or no swarm manager: this one did nothing
         message = config.masker(str(exc))
         log.error("Sync not started: %s", message)
         notify(f"not started: {message}")
@@ -864,8 +858,7 @@ class _Run:
             once the stack is deployed (and a dry run never updates it)."""
             if tree is not None and checkout is not None and path.is_relative_to(tree):
                 path = checkout.path / path.relative_to(tree)
-            with path.open("rb") as handle:
-                return handle.read(swarm.MAX_OBJECT_SIZE + 1)
+            return swarm.read_file(path)
 
         return swarm.stack_file(name, project, self.config.instance_id, env, digest, default_rollback=allowed, read=read)
 
