@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -427,8 +428,6 @@ def converge(
     for `stable` seconds. A service Swarm rolled back (update_config.failure_action: rollback)
     ends the wait at once, as does an update Swarm paused. `read` is called every `interval`
     seconds; a service it no longer returns counts as failed."""
-    import time
-
     clock = clock or time.monotonic
     sleep = sleep or time.sleep
     start = clock()

@@ -133,9 +133,8 @@ class FakeSwarm:
         self.claims.pop(name, None)
 
     def tools(self) -> Tools:
-        stack = type("Stack", (), {"deploy": staticmethod(self.deploy), "remove": staticmethod(self.remove)})()
         swarm = SwarmTools(
-            stack=stack, read_stack=self.read_stack, create_objects=self.create_objects,  # type: ignore[arg-type]
+            stack=self, read_stack=self.read_stack, create_objects=self.create_objects,  # type: ignore[arg-type]  # deploy, remove
             remove_unused_objects=self.remove_unused_objects, rollback=self.rollback, engine_time=self.engine_time,
             hash_key=self.hash_key, role=lambda: self.role,
         )
